@@ -1,0 +1,154 @@
+//! The TCP accept loop: one OS thread per client.
+//!
+//! [`serve`] accepts connections and hands each to its own thread, named
+//! after the client (`ID54321`). That thread reads the opening handshake
+//! ([`crate::handshake`]), answers it, and then runs the connection's reading
+//! loop ([`crate::connection::run`]) until the client leaves.
+
+use crate::config::Config;
+use crate::connection::{Peer, RequestError, read_request, run, send_http};
+use crate::handshake::{self, HandshakeError, error_response};
+use crate::message::{Message, Receiver};
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+/// Stack size of a client thread. The default 2 MiB is address space wasted
+/// on a thread that only parses frames; 128 KiB leaves plenty of headroom.
+pub const CLIENT_STACK_SIZE: usize = 128 * 1024;
+
+/// What the server shares between its threads.
+#[derive(Debug)]
+pub struct Server {
+    /// The options it was started with.
+    pub config: Config,
+    /// Connections open right now, handshaking or upgraded.
+    connections: AtomicUsize,
+}
+
+impl Server {
+    /// A server with no connections yet.
+    pub fn new(config: Config) -> Server {
+        Server {
+            config,
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many connections are open right now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Accepts connections forever, one thread each.
+pub fn serve(listener: TcpListener, server: Arc<Server>) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => spawn_client(stream, &server),
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before we
+                // took it: log, pause briefly so a full table can drain, go on.
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Starts the thread that serves one client. If the thread cannot be
+/// created, the connection is refused with 503 and the server goes on.
+fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
+    let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
+    let id = format!("ID{port}");
+    let shared = Arc::clone(server);
+    let slot = ConnectionSlot::take(Arc::clone(server));
+    let builder = thread::Builder::new()
+        .name(id.clone())
+        .stack_size(CLIENT_STACK_SIZE);
+    // The stream moves into the thread; if spawning fails it is handed back
+    // through this shared cell so the client still gets an answer.
+    let cell = Arc::new(std::sync::Mutex::new(Some(stream)));
+    let for_thread = Arc::clone(&cell);
+    let spawned = builder.spawn(move || {
+        let _slot = slot;
+        if let Some(stream) = for_thread.lock().ok().and_then(|mut s| s.take()) {
+            handle_client(stream, id, &shared);
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread for a new client: {e}");
+        if let Some(mut stream) = cell.lock().ok().and_then(|mut s| s.take()) {
+            let _ = stream.write_all(&error_response(&HandshakeError::TooManyClients));
+        }
+    }
+}
+
+/// Counts a connection for as long as it lives, whichever way its thread ends.
+struct ConnectionSlot(Arc<Server>);
+
+impl ConnectionSlot {
+    fn take(server: Arc<Server>) -> ConnectionSlot {
+        server.connections.fetch_add(1, Ordering::SeqCst);
+        ConnectionSlot(server)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Everything one client thread does, from the first byte to the last.
+fn handle_client(stream: TcpStream, id: String, server: &Server) {
+    let config = &server.config;
+    let _ = stream.set_nodelay(true);
+    let (request, pending) = match read_request(&stream, config.handshake_timeout) {
+        Ok(read) => read,
+        Err(RequestError::Invalid(error)) => return refuse(&stream, &id, &error),
+        Err(e) => return log::info!("{id}: handshake not completed: {e}"),
+    };
+    log::debug!(
+        "{id}: request {} {} {:?}",
+        request.method,
+        request.path,
+        request.headers
+    );
+    if server.connections() > config.max_clients {
+        return refuse(&stream, &id, &HandshakeError::TooManyClients);
+    }
+    let response = match handshake::validate(&request, &config.allow_origins) {
+        Ok(response) => response,
+        Err(error) => return refuse(&stream, &id, &error),
+    };
+    let bytes = response.to_bytes();
+    log::debug!("{id}: response {:?}", String::from_utf8_lossy(&bytes));
+    if let Err(e) = (&stream).write_all(&bytes) {
+        return log::info!("{id}: could not send the handshake response: {e}");
+    }
+    let peer = match Peer::new(id.clone(), stream, config.write_timeout) {
+        Ok(peer) => peer,
+        Err(e) => return log::warn!("{id}: {e}"),
+    };
+    log::info!("{id} connected");
+    let receiver = Receiver::new(config.max_message, &id);
+    let ending = run(&peer, receiver, pending, config.ping_interval, |message| {
+        echo(&peer, message)
+    });
+    log::info!("{id} disconnected: {ending}");
+}
+
+/// Echo mode: the message goes back, unchanged, to its sender only.
+fn echo(peer: &Peer, message: Message) -> io::Result<()> {
+    peer.send_message(&message)
+}
+
+/// Answers a refused handshake with its HTTP status and closes.
+fn refuse(stream: &TcpStream, id: &str, error: &HandshakeError) {
+    log::info!("{id}: handshake refused: {} {error}", error.status().0);
+    let _ = send_http(stream, &error_response(error));
+}

@@ -1,0 +1,253 @@
+//! Shared helpers for the integration tests: start the real `wschat` binary,
+//! and talk to it as a raw-byte client whose frame code is independent of
+//! the server's.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A `wschat` process listening on a free port, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `wschat --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wschat");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ws://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wschat did not say where it listens");
+        ServerProcess {
+            child,
+            addr: addr.parse().expect("listen address"),
+            log,
+        }
+    }
+
+    /// Waits up to five seconds for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The URL a WebSocket client connects to.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("WSCHAT_TEST_LOG").is_some() {
+            for line in self.log.lock().unwrap().iter() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The RFC's sample key; its accept value is known.
+pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A valid opening request for `addr`, with extra header lines.
+pub fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Connects with a five-second read timeout, so a test fails instead of hanging.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Sends `request` and reads the response head (and, if it has a
+/// Content-Length, the body). Returns the head and body as text.
+pub fn http_exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
+    stream.write_all(request).unwrap();
+    read_http_response(stream)
+}
+
+/// Reads one HTTP response byte by byte, so nothing after it is consumed.
+pub fn read_http_response(stream: &mut TcpStream) -> (String, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "response ended early ({other:?}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Opens a connection and completes the handshake by hand.
+pub fn raw_client(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect(addr);
+    let (head, _) = http_exchange(&mut stream, upgrade_request("").as_bytes());
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains(SAMPLE_ACCEPT), "{head}");
+    stream
+}
+
+/// A client frame, masked with a fixed key unless `masked` is false.
+/// Written here from the RFC, independently of the server's encoder.
+pub fn client_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let key = [0x12, 0x34, 0x56, 0x78];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut out = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n < 65536 => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// First-byte values: FIN bit plus opcode.
+pub const TEXT: u8 = 0x81;
+pub const BINARY: u8 = 0x82;
+pub const TEXT_START: u8 = 0x01;
+pub const BINARY_START: u8 = 0x02;
+pub const CONT: u8 = 0x00;
+pub const CONT_FIN: u8 = 0x80;
+pub const CLOSE: u8 = 0x88;
+pub const PING: u8 = 0x89;
+pub const PONG: u8 = 0x8A;
+
+/// A frame as the server sent it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    pub first_byte: u8,
+    pub payload: Vec<u8>,
+}
+
+impl ServerFrame {
+    /// The close code in a close frame's payload.
+    pub fn close_code(&self) -> Option<u16> {
+        assert_eq!(self.first_byte, CLOSE, "not a close frame: {self:?}");
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// Reads one server frame; server frames must be unmasked and use the
+/// shortest length form.
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<ServerFrame> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head)?;
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b)?;
+            let n = u16::from_be_bytes(b) as usize;
+            assert!(n >= 126, "16-bit length {n} is not the shortest form");
+            n
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b)?;
+            let n = u64::from_be_bytes(b) as usize;
+            assert!(n > 65535, "64-bit length {n} is not the shortest form");
+            n
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    Ok(ServerFrame {
+        first_byte: head[0],
+        payload,
+    })
+}
+
+/// Reads frames until a close frame and returns its code; then checks the
+/// server closes the TCP connection.
+pub fn expect_close(stream: &mut TcpStream) -> Option<u16> {
+    loop {
+        let frame = read_frame(stream).expect("a close frame");
+        if frame.first_byte == CLOSE {
+            let code = frame.close_code();
+            expect_tcp_closed(stream);
+            return code;
+        }
+    }
+}
+
+/// Asserts that the server has closed the connection (EOF or reset).
+pub fn expect_tcp_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected the connection closed, got {n} more bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected the connection closed, got {e}"),
+    }
+}
