@@ -13,10 +13,11 @@ use crate::error::{ProtocolError, code};
 use crate::frame::{FrameHeader, OpCode, encode_frame};
 use crate::handshake::{HandshakeError, MAX_REQUEST_BYTES, Parse, Request, parse_request};
 use crate::message::{Event, Message, Receiver, preview};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How many bytes one `read` may bring in.
@@ -136,29 +137,56 @@ pub fn linger_and_close(mut stream: &TcpStream) {
 
 /// The writing half of an upgraded connection.
 ///
-/// Any thread may send through a `&Peer`. Each frame is written whole while
-/// holding `writer`, so frames from different threads never interleave on
-/// the wire.
+/// Any thread may send through a `&Peer`: the client's own thread (pongs,
+/// echoes, close frames) and every thread that broadcasts to it. Frames go
+/// into an outbox, and one thread at a time, the *writer*, writes them to
+/// the socket in order. A thread that finds another already writing leaves
+/// its frame in the outbox and moves on, so only the writer ever waits on a
+/// slow client, never the threads queuing behind it. Frames are written
+/// whole by one writer, so they never interleave on the wire.
 #[derive(Debug)]
 pub struct Peer {
     /// The client's name, `ID` and its port, as in `ID54321`.
     pub id: String,
     stream: TcpStream,
-    /// Whether a close frame has been sent; after it, §5.5.1 says no more
-    /// data frames may follow.
-    writer: Mutex<bool>,
+    outbox: Mutex<Outbox>,
+    /// Signalled whenever the writer stops, for [`Peer::close_tcp`].
+    writer_done: Condvar,
+    /// How many bytes may wait in the outbox before the client counts as too slow.
+    max_queued: usize,
+}
+
+/// Frames waiting for the socket, and the state of the writing side.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Arc<[u8]>>,
+    queued_bytes: usize,
+    /// Some thread is writing to the socket right now.
+    writing: bool,
+    /// A close frame is queued or sent: §5.5.1 allows no data frame after it.
+    close_queued: bool,
+    /// Why the connection was given up on, if it was.
+    broken: Option<String>,
 }
 
 impl Peer {
     /// Wraps an upgraded stream. Writes that block longer than
-    /// `write_timeout` fail, so a client that stops reading cannot stall
-    /// whoever is writing to it.
-    pub fn new(id: String, stream: TcpStream, write_timeout: Duration) -> io::Result<Peer> {
+    /// `write_timeout` fail and drop the client, so a client that stops
+    /// reading cannot stall whoever is writing to it; so does an outbox
+    /// holding more than `max_queued` bytes.
+    pub fn new(
+        id: String,
+        stream: TcpStream,
+        write_timeout: Duration,
+        max_queued: usize,
+    ) -> io::Result<Peer> {
         stream.set_write_timeout(Some(write_timeout))?;
         Ok(Peer {
             id,
             stream,
-            writer: Mutex::new(false),
+            outbox: Mutex::new(Outbox::default()),
+            writer_done: Condvar::new(),
+            max_queued,
         })
     }
 
@@ -167,38 +195,93 @@ impl Peer {
         &self.stream
     }
 
-    /// Sends one encoded frame, unless a close frame already went out.
-    ///
-    /// A failed write may have sent part of a frame, after which the stream
-    /// can never be in sync again: the connection is shut down, which also
-    /// ends the reading loop.
-    pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
-        let mut close_sent = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if *close_sent {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic elsewhere cannot leave the outbox half-updated in a way
+        // that matters here, so a poisoned lock is still used.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the server gave up on this client, if it did.
+    pub fn broken(&self) -> Option<String> {
+        self.outbox().broken.clone()
+    }
+
+    /// Queues one encoded frame and, unless another thread is already
+    /// writing, writes the outbox out.
+    pub fn send_frame(&self, frame: Arc<[u8]>) -> io::Result<()> {
+        let mut outbox = self.outbox();
+        if let Some(why) = &outbox.broken {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, why.clone()));
+        }
+        if outbox.close_queued {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "close frame already sent",
             ));
         }
-        if frame
-            .first()
-            .is_some_and(|b| b & 0x0F == OpCode::Close.as_u8())
-        {
-            *close_sent = true;
+        if outbox.queued_bytes + frame.len() > self.max_queued {
+            let why = format!(
+                "too slow: over {} bytes waiting to be sent",
+                self.max_queued
+            );
+            return Err(self.give_up(outbox, why));
         }
-        self.trace_outgoing(frame);
-        let result = (&self.stream).write_all(frame);
-        if result.is_err() {
-            let _ = self.stream.shutdown(Shutdown::Both);
+        outbox.close_queued = is_close_frame(&frame);
+        outbox.queued_bytes += frame.len();
+        outbox.queue.push_back(frame);
+        if outbox.writing {
+            return Ok(());
         }
-        result
+        outbox.writing = true;
+        drop(outbox);
+        self.write_outbox()
+    }
+
+    /// The writer's loop: write queued frames until the outbox is empty.
+    fn write_outbox(&self) -> io::Result<()> {
+        loop {
+            let frame = {
+                let mut outbox = self.outbox();
+                let Some(frame) = outbox.queue.pop_front() else {
+                    outbox.writing = false;
+                    self.writer_done.notify_all();
+                    return Ok(());
+                };
+                outbox.queued_bytes -= frame.len();
+                frame
+            };
+            self.trace_outgoing(&frame);
+            // A failed write may have sent part of a frame, after which the
+            // stream can never be in sync again: give up on the client.
+            if let Err(e) = (&self.stream).write_all(&frame) {
+                let why = if is_timeout(&e) {
+                    "too slow: a write blocked for the whole write timeout".to_string()
+                } else {
+                    format!("write failed: {e}")
+                };
+                return Err(self.give_up(self.outbox(), why));
+            }
+        }
+    }
+
+    /// Marks the connection broken and shuts the socket, which also ends
+    /// the client's reading loop.
+    fn give_up(&self, mut outbox: MutexGuard<'_, Outbox>, why: String) -> io::Error {
+        outbox.queue.clear();
+        outbox.queued_bytes = 0;
+        outbox.writing = false;
+        outbox.broken = Some(why.clone());
+        self.writer_done.notify_all();
+        drop(outbox);
+        let _ = self.stream.shutdown(Shutdown::Both);
+        io::Error::new(io::ErrorKind::BrokenPipe, why)
     }
 
     /// Encodes and sends one unfragmented frame.
     pub fn send(&self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
         let mut frame = Vec::new();
         encode_frame(opcode, payload, &mut frame);
-        self.send_frame(&frame)
+        self.send_frame(frame.into())
     }
 
     /// Sends a data message as a single frame.
@@ -209,6 +292,16 @@ impl Peer {
         }
     }
 
+    /// Ends the connection once the outbox has been written (for at most
+    /// [`CLOSE_TIMEOUT`]), with [`linger_and_close`].
+    pub fn close_tcp(&self) {
+        let outbox = self.outbox();
+        let _ = self
+            .writer_done
+            .wait_timeout_while(outbox, CLOSE_TIMEOUT, |o| o.writing);
+        linger_and_close(&self.stream);
+    }
+
     /// One annotated line per sent frame, at `trace` level.
     fn trace_outgoing(&self, frame: &[u8]) {
         if log::log_enabled!(log::Level::Trace)
@@ -217,6 +310,13 @@ impl Peer {
             log::trace!("{} <- {header} payload={}", self.id, preview(&frame[len..]));
         }
     }
+}
+
+/// Whether an encoded frame is a close frame (opcode 0x8, §5.5.1).
+fn is_close_frame(frame: &[u8]) -> bool {
+    frame
+        .first()
+        .is_some_and(|b| b & 0x0F == OpCode::Close.as_u8())
 }
 
 /// How a connection ended: the reason logged when the client leaves.
@@ -230,6 +330,8 @@ pub enum Ending {
     PingTimeout,
     /// The connection ended without a closing handshake.
     Dropped,
+    /// The server gave up on the client while writing to it.
+    GivenUp(String),
     /// A read or write failed (a write timeout, a reset connection).
     Io(io::Error),
 }
@@ -244,6 +346,7 @@ impl fmt::Display for Ending {
             Ending::Failed(e) => write!(f, "failed with {}: {e}", e.close_code()),
             Ending::PingTimeout => write!(f, "no pong within the ping interval"),
             Ending::Dropped => write!(f, "connection dropped without a close frame"),
+            Ending::GivenUp(why) => write!(f, "dropped by the server: {why}"),
             Ending::Io(e) => write!(f, "{e}"),
         }
     }
@@ -276,7 +379,12 @@ pub fn run(
     }
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
     loop {
-        let n = match peer.stream().read(&mut buf) {
+        let read = peer.stream().read(&mut buf);
+        // A writer that gave up on the client shut the socket: say why.
+        if let Some(why) = peer.broken() {
+            return Ending::GivenUp(why);
+        }
+        let n = match read {
             Ok(0) => return Ending::Dropped,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -291,7 +399,7 @@ pub fn run(
             Err(e) if is_timeout(&e) => {
                 let payload = close_payload(code::POLICY_VIOLATION, "no pong");
                 let _ = peer.send(OpCode::Close, &payload);
-                linger_and_close(peer.stream());
+                peer.close_tcp();
                 return Ending::PingTimeout;
             }
             Err(e) => return Ending::Io(e),
@@ -341,7 +449,7 @@ fn process(
 fn fail(peer: &Peer, error: ProtocolError) -> Ending {
     let payload = close_payload(error.close_code(), &error.to_string());
     let _ = peer.send(OpCode::Close, &payload);
-    linger_and_close(peer.stream());
+    peer.close_tcp();
     Ending::Failed(error)
 }
 
@@ -349,6 +457,6 @@ fn fail(peer: &Peer, error: ProtocolError) -> Ending {
 /// the server closes the TCP connection first.
 fn answer_close(peer: &Peer, frame: Option<CloseFrame>) -> Ending {
     let _ = peer.send(OpCode::Close, &reply_payload(&frame));
-    linger_and_close(peer.stream());
+    peer.close_tcp();
     Ending::Closed(frame)
 }

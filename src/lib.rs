@@ -13,6 +13,7 @@
 //! 8. [`close`]: close codes and close payloads (§5.5.1, §7).
 //! 9. [`message`]: frames into messages: fragments, control frames, limits (§5.4-§5.6).
 //! 10. [`connection`]: the blocking layer that joins all of the above to a socket.
+//! 11. [`room`]: the client table and `notify`, the broadcast.
 //!
 //! Modules 3 to 9 never touch a socket: they turn bytes into values and values
 //! into bytes, so they can be tested (and stepped through) with plain byte
@@ -32,3 +33,4 @@ pub mod close;
 pub mod message;
 
 pub mod connection;
+pub mod room;

@@ -1,16 +1,19 @@
 //! The TCP accept loop: one OS thread per client.
 //!
 //! [`serve`] accepts connections and hands each to its own thread, named
-//! after the client (`ID54321`). That thread reads the opening handshake
-//! ([`crate::handshake`]), answers it, and then runs the connection's reading
-//! loop ([`crate::connection::run`]) until the client leaves.
+//! after the client (`ID54321`). That thread reads the opening request
+//! ([`crate::handshake`]). A plain HTTP request gets the chat page (or 404
+//! or 405); an upgrade request gets `101 Switching Protocols`, a place in
+//! the client table ([`crate::room`]), and the connection's reading loop
+//! ([`crate::connection::run`]) until the client leaves.
 
 use crate::config::Config;
 use crate::connection::{Peer, RequestError, read_request, run, send_http};
-use crate::handshake::{self, HandshakeError, error_response};
-use crate::message::{Message, Receiver};
+use crate::handshake::{self, HandshakeError, Request, error_response, http_response};
+use crate::message::Receiver;
+use crate::room::{ClientTable, client_count, join, new_table, notify};
 use std::io::{self, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -20,11 +23,16 @@ use std::time::Duration;
 /// on a thread that only parses frames; 128 KiB leaves plenty of headroom.
 pub const CLIENT_STACK_SIZE: usize = 128 * 1024;
 
+/// The chat page, built into the binary so that it runs from anywhere.
+pub const PAGE: &str = include_str!("../www/index.html");
+
 /// What the server shares between its threads.
 #[derive(Debug)]
 pub struct Server {
     /// The options it was started with.
     pub config: Config,
+    /// Every upgraded client.
+    pub clients: ClientTable,
     /// Connections open right now, handshaking or upgraded.
     connections: AtomicUsize,
 }
@@ -34,6 +42,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         Server {
             config,
+            clients: new_table(),
             connections: AtomicUsize::new(0),
         }
     }
@@ -42,6 +51,25 @@ impl Server {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// How many clients are in the client table.
+    pub fn client_count(&self) -> usize {
+        client_count(&self.clients)
+    }
+}
+
+/// Binds `config.listen` and serves on a background thread; returns the
+/// address bound (useful with port 0) and the shared state. For tests and
+/// for embedding; `main` calls [`serve`] directly.
+pub fn start(config: Config) -> io::Result<(SocketAddr, Arc<Server>)> {
+    let listener = TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let server = Arc::new(Server::new(config));
+    let shared = Arc::clone(&server);
+    thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || serve(listener, shared))?;
+    Ok((addr, server))
 }
 
 /// Accepts connections forever, one thread each.
@@ -62,8 +90,11 @@ pub fn serve(listener: TcpListener, server: Arc<Server>) {
 /// Starts the thread that serves one client. If the thread cannot be
 /// created, the connection is refused with 503 and the server goes on.
 fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
-    let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
-    let id = format!("ID{port}");
+    let Ok(addr) = stream.peer_addr() else {
+        return; // Reset before we got to it: nothing to serve.
+    };
+    // The contract names a client after its port: 127.0.0.1:54321 is ID54321.
+    let id = format!("ID{}", addr.port());
     let shared = Arc::clone(server);
     let slot = ConnectionSlot::take(Arc::clone(server));
     let builder = thread::Builder::new()
@@ -76,7 +107,7 @@ fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
     let spawned = builder.spawn(move || {
         let _slot = slot;
         if let Some(stream) = for_thread.lock().ok().and_then(|mut s| s.take()) {
-            handle_client(stream, id, &shared);
+            handle_client(stream, addr, id, &shared);
         }
     });
     if let Err(e) = spawned {
@@ -104,7 +135,7 @@ impl Drop for ConnectionSlot {
 }
 
 /// Everything one client thread does, from the first byte to the last.
-fn handle_client(stream: TcpStream, id: String, server: &Server) {
+fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Server) {
     let config = &server.config;
     let _ = stream.set_nodelay(true);
     let (request, pending) = match read_request(&stream, config.handshake_timeout) {
@@ -118,6 +149,9 @@ fn handle_client(stream: TcpStream, id: String, server: &Server) {
         request.path,
         request.headers
     );
+    if !request.wants_upgrade() {
+        return serve_http(&stream, &id, &request);
+    }
     if server.connections() > config.max_clients {
         return refuse(&stream, &id, &HandshakeError::TooManyClients);
     }
@@ -130,21 +164,42 @@ fn handle_client(stream: TcpStream, id: String, server: &Server) {
     if let Err(e) = (&stream).write_all(&bytes) {
         return log::info!("{id}: could not send the handshake response: {e}");
     }
-    let peer = match Peer::new(id.clone(), stream, config.write_timeout) {
-        Ok(peer) => peer,
+    // The outbox may hold a few whole messages before the client counts as too slow.
+    let max_queued = config.max_message.saturating_mul(4).max(1 << 20);
+    let peer = match Peer::new(id.clone(), stream, config.write_timeout, max_queued) {
+        Ok(peer) => Arc::new(peer),
         Err(e) => return log::warn!("{id}: {e}"),
     };
-    log::info!("{id} connected");
+    let _member = join(&server.clients, addr, Arc::clone(&peer));
+    log::info!("{id} connected ({} clients)", server.client_count());
     let receiver = Receiver::new(config.max_message, &id);
     let ending = run(&peer, receiver, pending, config.ping_interval, |message| {
-        echo(&peer, message)
+        if config.echo {
+            peer.send_message(&message)
+        } else {
+            notify(&server.clients, &id, &message);
+            Ok(())
+        }
     });
     log::info!("{id} disconnected: {ending}");
 }
 
-/// Echo mode: the message goes back, unchanged, to its sender only.
-fn echo(peer: &Peer, message: Message) -> io::Result<()> {
-    peer.send_message(&message)
+/// Plain HTTP on the same port: `GET /` is the chat page.
+fn serve_http(stream: &TcpStream, id: &str, request: &Request) {
+    if request.method != "GET" {
+        return refuse(
+            stream,
+            id,
+            &HandshakeError::MethodNotAllowed(request.method.clone()),
+        );
+    }
+    let path = request.path.split('?').next().unwrap_or("");
+    if path != "/" {
+        return refuse(stream, id, &HandshakeError::NotFound(request.path.clone()));
+    }
+    log::info!("{id}: GET / (the chat page)");
+    let response = http_response((200, "OK"), "text/html; charset=utf-8", "", PAGE.as_bytes());
+    let _ = send_http(stream, &response);
 }
 
 /// Answers a refused handshake with its HTTP status and closes.

@@ -63,6 +63,29 @@ impl ServerProcess {
         false
     }
 
+    /// The server's thread count, from /proc (Linux).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Threads: line")
+    }
+
+    /// Waits up to five seconds for the thread count to become `n`.
+    pub fn wait_for_threads(&self, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.threads() == n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// The URL a WebSocket client connects to.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
