@@ -76,6 +76,8 @@ pub enum HandshakeError {
     ForbiddenOrigin(String),
     /// 503: the server is serving as many clients as it may.
     TooManyClients,
+    /// 408: the request did not arrive within the handshake timeout.
+    TimedOut,
 }
 
 impl HandshakeError {
@@ -88,6 +90,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => (426, "Upgrade Required"),
             HandshakeError::ForbiddenOrigin(_) => (403, "Forbidden"),
             HandshakeError::TooManyClients => (503, "Service Unavailable"),
+            HandshakeError::TimedOut => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
         }
     }
@@ -124,6 +127,7 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::ForbiddenOrigin(o) => write!(f, "origin {o:?} is not allowed"),
             HandshakeError::TooManyClients => write!(f, "too many clients; try again later"),
+            HandshakeError::TimedOut => write!(f, "the request took too long to arrive"),
         }
     }
 }

@@ -141,6 +141,10 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Serve
     let (request, pending) = match read_request(&stream, config.handshake_timeout) {
         Ok(read) => read,
         Err(RequestError::Invalid(error)) => return refuse(&stream, &id, &error),
+        // RFC 6455 sets no time limit; wschat does (§10.4 asks servers to
+        // limit what one client can hold), and a 408 tells a human at a
+        // terminal what happened.
+        Err(RequestError::TimedOut) => return refuse(&stream, &id, &HandshakeError::TimedOut),
         Err(e) => return log::info!("{id}: handshake not completed: {e}"),
     };
     log::debug!(

@@ -1,0 +1,189 @@
+//! Every limit and timeout of the command line, tried over real sockets
+//! against the real binary, while a well-behaved client keeps chatting.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn status(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A well-behaved client says something and hears itself back.
+fn chats(stream: &mut TcpStream, text: &str) {
+    stream
+        .write_all(&client_frame(TEXT, text.as_bytes(), true))
+        .unwrap();
+    let frame = read_frame(stream).expect("the echo or broadcast");
+    let got = String::from_utf8(frame.payload).unwrap();
+    assert!(got.ends_with(text), "{got:?}");
+}
+
+#[test]
+fn max_clients_refuses_one_more_with_503_and_leaves_no_thread() {
+    let server = ServerProcess::start(&["--max-clients", "2"]);
+    let baseline = server.threads();
+    let mut first = raw_client(server.addr);
+    let _second = raw_client(server.addr);
+    let mut third = connect(server.addr);
+    let (head, body) = http_exchange(&mut third, upgrade_request("").as_bytes());
+    assert_eq!(status(&head), 503, "{head}");
+    assert!(body.contains("too many clients"));
+    expect_tcp_closed(&mut third);
+    drop(third);
+    assert!(
+        server.wait_for_threads(baseline + 2),
+        "threads: {}",
+        server.threads()
+    );
+    chats(&mut first, "still served");
+    // When one leaves, there is room again.
+    drop(first);
+    assert!(server.wait_for_threads(baseline + 1));
+    let mut fourth = raw_client(server.addr);
+    chats(&mut fourth, "room again");
+}
+
+#[test]
+fn allow_origin_refuses_other_origins_with_403() {
+    let server = ServerProcess::start(&[
+        "--allow-origin",
+        "http://good.example",
+        "--allow-origin",
+        "http://127.0.0.1:8002",
+    ]);
+    for origin in ["http://good.example", "http://127.0.0.1:8002"] {
+        let mut ok = connect(server.addr);
+        let request = upgrade_request(&format!("Origin: {origin}\r\n"));
+        assert_eq!(
+            status(&http_exchange(&mut ok, request.as_bytes()).0),
+            101,
+            "{origin}"
+        );
+    }
+    for extra in ["Origin: http://evil.example\r\n", "Origin: null\r\n", ""] {
+        let mut refused = connect(server.addr);
+        let (head, body) = http_exchange(&mut refused, upgrade_request(extra).as_bytes());
+        assert_eq!(status(&head), 403, "{extra:?}");
+        assert!(body.contains("origin"), "{body}");
+        expect_tcp_closed(&mut refused);
+    }
+    assert!(server.wait_for_log("handshake refused: 403"));
+}
+
+#[test]
+fn handshake_timeout_cuts_off_a_trickling_client_while_others_connect() {
+    let server = ServerProcess::start(&["--echo", "--handshake-timeout", "2"]);
+    let addr = server.addr;
+    let started = Instant::now();
+    let trickler = thread::spawn(move || {
+        let mut stream = connect(addr);
+        // One byte every 200 ms: each read succeeds, only the deadline stops it.
+        for byte in upgrade_request("").bytes() {
+            if stream.write_all(&[byte]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+            if started.elapsed() > Duration::from_secs(4) {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    // Meanwhile a normal client connects and chats.
+    thread::sleep(Duration::from_millis(300));
+    let mut good = raw_client(addr);
+    chats(&mut good, "not waiting for the slow one");
+    let answer = trickler.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(server.wait_for_log("handshake refused: 408"));
+    chats(&mut good, "and still here");
+}
+
+#[test]
+fn idle_client_that_answers_pings_stays_connected() {
+    let server = ServerProcess::start(&["--echo", "--ping-interval", "1"]);
+    let mut stream = raw_client(server.addr);
+    let until = Instant::now() + Duration::from_millis(4500);
+    let mut pings = 0;
+    while Instant::now() < until {
+        let frame = read_frame(&mut stream).expect("a ping");
+        assert_eq!(frame.first_byte, PING);
+        pings += 1;
+        stream
+            .write_all(&client_frame(PONG, &frame.payload, true))
+            .unwrap();
+    }
+    assert!(pings >= 3, "only {pings} pings in 4.5 s");
+    chats(&mut stream, "still connected");
+}
+
+#[test]
+fn idle_client_that_never_answers_is_dropped_with_a_reason() {
+    let server = ServerProcess::start(&["--echo", "--ping-interval", "1"]);
+    let mut silent = raw_client(server.addr);
+    let ping = read_frame(&mut silent).expect("a ping");
+    assert_eq!(ping.first_byte, PING);
+    // No pong: within one more interval the server gives up.
+    assert_eq!(expect_close(&mut silent), Some(1008));
+    assert!(server.wait_for_log("disconnected: no pong within the ping interval"));
+}
+
+#[test]
+fn ping_interval_zero_sends_no_pings() {
+    let server = ServerProcess::start(&["--echo", "--ping-interval", "0"]);
+    let mut stream = raw_client(server.addr);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let err = stream.read(&mut byte).expect_err("no frame expected");
+    assert!(matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+}
+
+#[test]
+fn write_timeout_drops_a_client_that_stops_reading() {
+    let server = ServerProcess::start(&["--write-timeout", "1"]);
+    let mut sender = raw_client(server.addr);
+    let mut stuck = raw_client(server.addr);
+    let big = vec![b'x'; 60_000];
+    let started = Instant::now();
+    // The sender reads its own copies; `stuck` reads nothing.
+    for _ in 0..200 {
+        sender.write_all(&client_frame(TEXT, &big, true)).unwrap();
+        read_frame(&mut sender).unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(server.wait_for_log("dropped by the server: too slow"));
+    // The stuck client's socket was shut: once its buffers are read out, it ends.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    loop {
+        match stuck.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    chats(&mut sender, "the room goes on");
+}
