@@ -168,8 +168,10 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Serve
     if let Err(e) = (&stream).write_all(&bytes) {
         return log::info!("{id}: could not send the handshake response: {e}");
     }
-    // The outbox may hold a few whole messages before the client counts as too slow.
-    let max_queued = config.max_message.saturating_mul(4).max(1 << 20);
+    // The outbox may hold sixteen of the largest messages (at least 16 MiB)
+    // before the client counts as too slow: enough for a reader that keeps
+    // up with bursts, a cap on what one that cannot keep up can pin in memory.
+    let max_queued = config.max_message.saturating_mul(16).max(16 << 20);
     let peer = match Peer::new(id.clone(), stream, config.write_timeout, max_queued) {
         Ok(peer) => Arc::new(peer),
         Err(e) => return log::warn!("{id}: {e}"),
