@@ -12,10 +12,10 @@ use crate::connection::{Peer, RequestError, read_request, run, send_http};
 use crate::handshake::{self, HandshakeError, Request, error_response, http_response};
 use crate::message::Receiver;
 use crate::room::{ClientTable, client_count, join, new_table, notify};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -97,25 +97,47 @@ fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
     let id = format!("ID{}", addr.port());
     let shared = Arc::clone(server);
     let slot = ConnectionSlot::take(Arc::clone(server));
-    let builder = thread::Builder::new()
+    // The thread is started first and handed the stream once it exists, so
+    // that if it cannot be started we still hold the stream and can answer.
+    let (hand_over, receive) = mpsc::sync_channel::<TcpStream>(1);
+    let spawned = thread::Builder::new()
         .name(id.clone())
-        .stack_size(CLIENT_STACK_SIZE);
-    // The stream moves into the thread; if spawning fails it is handed back
-    // through this shared cell so the client still gets an answer.
-    let cell = Arc::new(std::sync::Mutex::new(Some(stream)));
-    let for_thread = Arc::clone(&cell);
-    let spawned = builder.spawn(move || {
-        let _slot = slot;
-        if let Some(stream) = for_thread.lock().ok().and_then(|mut s| s.take()) {
-            handle_client(stream, addr, id, &shared);
+        .stack_size(CLIENT_STACK_SIZE)
+        .spawn(move || {
+            let _slot = slot;
+            if let Ok(stream) = receive.recv() {
+                handle_client(stream, addr, id, &shared);
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = hand_over.send(stream);
         }
-    });
-    if let Err(e) = spawned {
-        log::warn!("cannot start a thread for a new client: {e}");
-        if let Some(mut stream) = cell.lock().ok().and_then(|mut s| s.take()) {
-            let _ = stream.write_all(&error_response(&HandshakeError::TooManyClients));
+        Err(e) => {
+            log::warn!(
+                "ID{}: no thread for a new client, refused with 503: {e}",
+                addr.port()
+            );
+            refuse_without_thread(&stream);
         }
     }
+}
+
+/// Answers 503 from the accept loop itself, which has no thread to spare.
+///
+/// The request is read first (waiting at most 50 ms for it), because
+/// closing a socket with unread data makes the kernel send a reset, which
+/// can destroy the response before the client reads it.
+fn refuse_without_thread(mut stream: &TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    if matches!(stream.read(&mut sink), Ok(n) if n > 0) && stream.set_nonblocking(true).is_ok() {
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = stream.set_nonblocking(false);
+    }
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(&error_response(&HandshakeError::TooManyClients));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// Counts a connection for as long as it lives, whichever way its thread ends.

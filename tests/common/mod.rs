@@ -20,7 +20,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `wschat --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
     pub fn start(args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
+        ServerProcess::start_with(&[env!("CARGO_BIN_EXE_wschat")], args)
+    }
+
+    /// Like [`start`](Self::start), but runs `command` (a program and its
+    /// arguments, ending with the wschat binary to run) followed by `args`.
+    pub fn start_with(command: &[&str], args: &[&str]) -> ServerProcess {
+        let (program, rest) = command.split_first().expect("a program");
+        let mut command = Command::new(program);
+        command.args(rest);
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "debug")
