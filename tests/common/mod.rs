@@ -26,13 +26,22 @@ impl ServerProcess {
     /// Like [`start`](Self::start), but runs `command` (a program and its
     /// arguments, ending with the wschat binary to run) followed by `args`.
     pub fn start_with(command: &[&str], args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn(command, args, "debug")
+    }
+
+    /// Like [`start`](Self::start), logging at `trace`: one line per frame.
+    pub fn start_traced(args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn(&[env!("CARGO_BIN_EXE_wschat")], args, "trace")
+    }
+
+    fn spawn(command: &[&str], args: &[&str], log_level: &str) -> ServerProcess {
         let (program, rest) = command.split_first().expect("a program");
         let mut command = Command::new(program);
         command.args(rest);
         let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,6 +67,11 @@ impl ServerProcess {
             addr: addr.parse().expect("listen address"),
             log,
         }
+    }
+
+    /// Every line the server has logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Waits up to five seconds for a log line containing `needle`.

@@ -1,0 +1,474 @@
+//! Keeps the tutorial honest.
+//!
+//! 1. Every `src/...` path the docs mention exists, and every function they
+//!    name as `name()` or `Type::name()` is defined in `src/` (or, for the
+//!    page, in `www/index.html`).
+//! 2. Every block between `<!-- sample: NAME -->` and `<!-- /sample -->` in
+//!    `docs/*.md` is exactly what the sample NAME below produces today, by
+//!    running wschat: bytes on the wire, log lines, computed values.
+//!
+//! After changing the server's output on purpose, regenerate the samples with
+//! `WSCHAT_BLESS=1 cargo test --test docs` and read the diff.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use wschat::frame::{OpCode, encode_frame, hex};
+use wschat::handshake::{WEBSOCKET_GUID, accept_key};
+use wschat::mask::apply_mask;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Markdown files that make up the documentation.
+fn doc_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.push(root().join("README.md"));
+    files.sort();
+    files
+}
+
+/// All Rust source under src/, as one string.
+fn all_source() -> String {
+    let mut text = String::new();
+    for entry in fs::read_dir(root().join("src")).unwrap().flatten() {
+        text.push_str(&fs::read_to_string(entry.path()).unwrap());
+    }
+    text
+}
+
+/// Inline code spans (`like this`) outside fenced blocks.
+fn inline_spans(markdown: &str) -> Vec<String> {
+    let mut spans = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let parts: Vec<&str> = line.split('`').collect();
+        spans.extend(parts.iter().skip(1).step_by(2).map(|s| s.to_string()));
+    }
+    spans
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[test]
+fn every_source_path_and_function_the_docs_name_exists() {
+    let source = all_source();
+    let page = fs::read_to_string(root().join("www/index.html")).unwrap();
+    let mut missing = Vec::new();
+    for file in doc_files() {
+        let text = fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // Paths such as src/frame.rs, anywhere in the text.
+        for (i, _) in text.match_indices("src/") {
+            let path: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/_.".contains(*c))
+                .collect();
+            let path = path.trim_end_matches('.');
+            if path.ends_with(".rs") && !root().join(path).exists() {
+                missing.push(format!("{name}: {path}"));
+            }
+        }
+        // Functions written as `name()` or `Type::name()`.
+        for span in inline_spans(&text) {
+            let Some(call) = span.strip_suffix("()") else {
+                continue;
+            };
+            let function = call.rsplit("::").next().unwrap_or(call);
+            if !is_identifier(function) || call.contains('.') {
+                continue;
+            }
+            let in_rust = source.contains(&format!("fn {function}("))
+                || source.contains(&format!("fn {function}<"));
+            let in_page = page.contains(&format!("function {function}("));
+            if !in_rust && !in_page {
+                missing.push(format!("{name}: `{span}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the docs name things that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Samples: output produced by running wschat now.
+// ---------------------------------------------------------------------------
+
+/// Log lines without their timestamps, and client ports replaced by fixed
+/// ones in order of appearance (ID54321, ID54322, ...), so that a run today
+/// reads the same as the run the docs were written from.
+fn normalize(lines: &[String]) -> String {
+    let mut ports: HashMap<String, String> = HashMap::new();
+    let mut out = String::new();
+    for line in lines {
+        let line = match line.split_once("Z ") {
+            Some((stamp, rest)) if stamp.starts_with('[') => format!("[{rest}"),
+            _ => line.clone(),
+        };
+        let mut fixed = String::new();
+        let mut rest = line.as_str();
+        while let Some(i) = rest.find("ID") {
+            fixed.push_str(&rest[..i]);
+            let digits: String = rest[i + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            if digits.is_empty() {
+                fixed.push_str("ID");
+            } else {
+                let next = format!("ID{}", 54321 + ports.len());
+                fixed.push_str(ports.entry(digits.clone()).or_insert(next));
+            }
+            rest = &rest[i + 2 + digits.len()..];
+        }
+        fixed.push_str(rest);
+        // The listening port is chosen by the OS: show the default instead.
+        if let Some(i) = fixed.find("ws://127.0.0.1:") {
+            let end = fixed[i + 15..]
+                .find('/')
+                .map_or(fixed.len(), |j| i + 15 + j);
+            fixed.replace_range(i..end, "ws://127.0.0.1:8002");
+        }
+        out.push_str(&fixed);
+        out.push('\n');
+    }
+    out
+}
+
+/// Waits for `needle` in the server's log, then returns the log, normalized,
+/// keeping only lines that mention `keep`.
+fn log_after(server: &ServerProcess, needle: &str, keep: &[&str]) -> String {
+    assert!(server.wait_for_log(needle), "no {needle:?} in the log");
+    let lines: Vec<String> = server
+        .log_lines()
+        .into_iter()
+        .filter(|l| keep.iter().any(|k| l.contains(k)))
+        .collect();
+    normalize(&lines)
+}
+
+/// A masked client frame with a given key (the docs show the key, so it is fixed).
+fn masked(first_byte: u8, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = client_frame(first_byte, payload, false);
+    out[1] |= 0x80;
+    let header_len = out.len() - payload.len();
+    out.splice(header_len..header_len, key);
+    apply_mask(&mut out[header_len + 4..], key, 0);
+    out
+}
+
+/// Hex of a frame: all of it if short, else the header and a few bytes.
+fn hex_frame(bytes: &[u8]) -> String {
+    if bytes.len() <= 24 {
+        hex(bytes, " ")
+    } else {
+        format!(
+            "{} … ({} bytes in all)",
+            hex(&bytes[..16], " "),
+            bytes.len()
+        )
+    }
+}
+
+/// Reads exactly `n` bytes the server sends.
+fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+fn sample_accept_key() -> String {
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(WEBSOCKET_GUID.as_bytes());
+    let digest = sha1.digest().bytes();
+    format!(
+        "Sec-WebSocket-Key:     {key}\n\
+         key + GUID:            {key}{WEBSOCKET_GUID}\n\
+         SHA-1 (20 bytes):      {}\n\
+         base64 of the SHA-1:   {}\n",
+        hex(&digest, " "),
+        accept_key(key)
+    )
+}
+
+const BROWSER_REQUEST: &str = "GET / HTTP/1.1\r\n\
+    Host: 127.0.0.1:8002\r\n\
+    Connection: Upgrade\r\n\
+    Upgrade: websocket\r\n\
+    Origin: http://127.0.0.1:8002\r\n\
+    Sec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Protocol: chat, superchat\r\n\
+    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+fn sample_handshake() -> String {
+    let server = ServerProcess::start(&[]);
+    let mut stream = connect(server.addr);
+    let (head, _) = http_exchange(&mut stream, BROWSER_REQUEST.as_bytes());
+    format!(
+        "--- the request (as a browser sends it, with the RFC's sample key) ---\n{}\
+         --- wschat's response ---\n{}",
+        BROWSER_REQUEST.replace("\r\n", "\\r\\n\n"),
+        head.replace("\r\n", "\\r\\n\n")
+    )
+}
+
+fn sample_handshake_log() -> String {
+    let server = ServerProcess::start(&[]);
+    let mut stream = connect(server.addr);
+    http_exchange(&mut stream, BROWSER_REQUEST.as_bytes());
+    log_after(&server, "connected", &["request", "response", "connected"])
+}
+
+fn sample_frames_hex() -> String {
+    let server = ServerProcess::start(&["--echo"]);
+    let mut stream = raw_client(server.addr);
+    let mut out = String::new();
+    let cases: [(&str, u8, Vec<u8>); 3] = [
+        ("\"Hello\", 5 bytes: 7-bit length", TEXT, b"Hello".to_vec()),
+        ("200 bytes of text: 16-bit length", TEXT, vec![b'a'; 200]),
+        (
+            "70000 bytes binary: 64-bit length",
+            BINARY,
+            vec![0xAB; 70_000],
+        ),
+    ];
+    for (what, first, payload) in cases {
+        let sent = masked(first, KEY, &payload);
+        stream.write_all(&sent).unwrap();
+        let mut expected = Vec::new();
+        let opcode = if first == TEXT {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        encode_frame(opcode, &payload, &mut expected);
+        let received = read_n(&mut stream, expected.len());
+        assert_eq!(received, expected, "the server's echo");
+        out.push_str(&format!(
+            "{what}\n  client -> {}\n  server <- {}\n",
+            hex_frame(&sent),
+            hex_frame(&received)
+        ));
+    }
+    out
+}
+
+fn sample_mask_table() -> String {
+    let original = b"Hello";
+    let mut masked = original.to_vec();
+    apply_mask(&mut masked, KEY, 0);
+    let mut out = String::from("i  byte        key[i % 4]   byte XOR key\n");
+    for i in 0..original.len() {
+        out.push_str(&format!(
+            "{i}  {:02x} ('{}')    {:02x}           {:02x}\n",
+            original[i],
+            original[i] as char,
+            KEY[i % 4],
+            masked[i]
+        ));
+    }
+    out
+}
+
+fn sample_echo_trace() -> String {
+    let server = ServerProcess::start_traced(&["--echo"]);
+    let mut stream = raw_client(server.addr);
+    // §5.7's example frame, a ping, then a close.
+    stream.write_all(&masked(TEXT, KEY, b"Hello")).unwrap();
+    read_frame(&mut stream).unwrap();
+    stream
+        .write_all(&masked(PING, [1, 2, 3, 4], b"are you there?"))
+        .unwrap();
+    read_frame(&mut stream).unwrap();
+    stream
+        .write_all(&masked(CLOSE, [5, 6, 7, 8], b"\x03\xe8bye"))
+        .unwrap();
+    expect_close(&mut stream);
+    drop(stream);
+    log_after(&server, "disconnected", &["->", "<-", "connected"])
+}
+
+fn sample_fragments_trace() -> String {
+    let server = ServerProcess::start_traced(&["--echo"]);
+    let mut stream = raw_client(server.addr);
+    // "Hel" + ping + "lo", with a character cut in half: "κ" is ce ba.
+    let mut bytes = masked(TEXT_START, KEY, b"Hel");
+    bytes.extend(masked(PING, KEY, b"mid"));
+    bytes.extend(masked(CONT, KEY, b"lo \xce"));
+    bytes.extend(masked(CONT_FIN, KEY, b"\xba"));
+    stream.write_all(&bytes).unwrap();
+    read_frame(&mut stream).unwrap();
+    read_frame(&mut stream).unwrap();
+    drop(stream);
+    log_after(&server, "disconnected", &["->", "<-"])
+}
+
+fn sample_utf8_fail_fast() -> String {
+    let server = ServerProcess::start_traced(&["--echo"]);
+    let mut stream = raw_client(server.addr);
+    stream
+        .write_all(&masked(
+            TEXT_START,
+            KEY,
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4",
+        ))
+        .unwrap();
+    stream
+        .write_all(&masked(CONT, KEY, b"\x90\x80\x80"))
+        .unwrap();
+    let close = read_frame(&mut stream).unwrap();
+    drop(stream);
+    let mut out = log_after(&server, "disconnected", &["->", "<-", "disconnected"]);
+    out.push_str(&format!(
+        "close frame received by the client: {}\n",
+        hex_frame(
+            &[
+                &[close.first_byte, close.payload.len() as u8][..],
+                &close.payload
+            ]
+            .concat()
+        )
+    ));
+    out
+}
+
+fn sample_close_trace() -> String {
+    let server = ServerProcess::start_traced(&["--echo"]);
+    // A clean close, then a client that breaks the rules (an unmasked frame).
+    let mut stream = raw_client(server.addr);
+    stream
+        .write_all(&masked(CLOSE, KEY, b"\x03\xe8done"))
+        .unwrap();
+    expect_close(&mut stream);
+    drop(stream);
+    assert!(server.wait_for_log("disconnected"));
+    let mut bad = raw_client(server.addr);
+    bad.write_all(&client_frame(TEXT, b"hi", false)).unwrap();
+    expect_close(&mut bad);
+    drop(bad);
+    log_after(&server, "failed with 1002", &["->", "<-", "disconnected"])
+}
+
+fn sample_help() -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A sample's name and the function that produces it.
+type Sample = (&'static str, fn() -> String);
+
+/// Every sample the docs may embed, by name.
+fn samples() -> Vec<Sample> {
+    vec![
+        ("accept-key", sample_accept_key),
+        ("handshake", sample_handshake),
+        ("handshake-log", sample_handshake_log),
+        ("frames-hex", sample_frames_hex),
+        ("mask-table", sample_mask_table),
+        ("echo-trace", sample_echo_trace),
+        ("fragments-trace", sample_fragments_trace),
+        ("utf8-fail-fast", sample_utf8_fail_fast),
+        ("close-trace", sample_close_trace),
+        ("help", sample_help),
+    ]
+}
+
+/// Replaces (when blessing) or checks the body of every sample block in `text`.
+fn process(
+    file: &Path,
+    text: &str,
+    bless: bool,
+    made: &mut HashMap<&'static str, String>,
+) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    let mut rest = text;
+    let all = samples();
+    while let Some(start) = rest.find("<!-- sample: ") {
+        let open_end = rest[start..]
+            .find("-->")
+            .map(|i| start + i + 3)
+            .expect("unclosed sample marker");
+        let name = rest[start + 13..open_end - 3].trim().to_string();
+        let close = rest[open_end..]
+            .find("<!-- /sample -->")
+            .map(|i| open_end + i)
+            .expect("no <!-- /sample -->");
+        out.push_str(&rest[..open_end]);
+        let body = &rest[open_end..close];
+        let Some((key, make)) = all.iter().find(|(n, _)| *n == name) else {
+            errors.push(format!("{}: unknown sample {name:?}", file.display()));
+            out.push_str(body);
+            rest = &rest[close..];
+            continue;
+        };
+        let generated = made.entry(key).or_insert_with(make).clone();
+        let fresh = format!("\n```text\n{generated}```\n");
+        if bless {
+            out.push_str(&fresh);
+        } else {
+            out.push_str(body);
+            if body != fresh {
+                errors.push(format!(
+                    "{}: sample {name} differs from what wschat produces now:\n--- docs ---{body}--- now ---{fresh}",
+                    file.display()
+                ));
+            }
+        }
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    (out, errors)
+}
+
+#[test]
+fn every_sample_in_the_docs_is_what_wschat_produces() {
+    let bless = std::env::var_os("WSCHAT_BLESS").is_some();
+    let mut made = HashMap::new();
+    let mut errors = Vec::new();
+    for file in doc_files() {
+        let text = fs::read_to_string(&file).unwrap();
+        let (new_text, file_errors) = process(&file, &text, bless, &mut made);
+        if bless && new_text != text {
+            fs::write(&file, new_text).unwrap();
+        }
+        errors.extend(file_errors);
+    }
+    assert!(
+        errors.is_empty(),
+        "{}\n(regenerate with WSCHAT_BLESS=1 cargo test --test docs)",
+        errors.join("\n")
+    );
+}
