@@ -1,8 +1,8 @@
 //! Keeps the tutorial honest.
 //!
 //! 1. Every `src/...` path the docs mention exists, and every function they
-//!    name as `name()` or `Type::name()` is defined in `src/` (or, for the
-//!    page, in `www/index.html`).
+//!    name as `name()` or `Type::name()` is defined in `src/` or `tests/`
+//!    (or, for the page, in `www/index.html`).
 //! 2. Every block between `<!-- sample: NAME -->` and `<!-- /sample -->` in
 //!    `docs/*.md` is exactly what the sample NAME below produces today, by
 //!    running wschat: bytes on the wire, log lines, computed values.
@@ -38,11 +38,15 @@ fn doc_files() -> Vec<PathBuf> {
     files
 }
 
-/// All Rust source under src/, as one string.
+/// All Rust source under src/ and tests/ (the docs name tests too), as one string.
 fn all_source() -> String {
     let mut text = String::new();
-    for entry in fs::read_dir(root().join("src")).unwrap().flatten() {
-        text.push_str(&fs::read_to_string(entry.path()).unwrap());
+    for dir in ["src", "tests", "tests/common"] {
+        for entry in fs::read_dir(root().join(dir)).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|x| x == "rs") {
+                text.push_str(&fs::read_to_string(entry.path()).unwrap());
+            }
+        }
     }
     text
 }
