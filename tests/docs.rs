@@ -151,13 +151,13 @@ fn normalize(lines: &[String]) -> String {
         }
         fixed.push_str(rest);
         // The listening port is chosen by the OS: show the default instead.
-        if let Some(i) = fixed.find("ws://127.0.0.1:") {
-            let end = fixed[i + 15..]
-                .find('/')
-                .map_or(fixed.len(), |j| i + 15 + j);
-            fixed.replace_range(i..end, "ws://127.0.0.1:8002");
+        let mut parts = fixed.split("127.0.0.1:");
+        out.push_str(parts.next().unwrap_or(""));
+        for part in parts {
+            let port_len = part.chars().take_while(|c| c.is_ascii_digit()).count();
+            out.push_str("127.0.0.1:8002");
+            out.push_str(&part[port_len..]);
         }
-        out.push_str(&fixed);
         out.push('\n');
     }
     out
@@ -390,6 +390,88 @@ fn sample_help() -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+fn sample_room_log() -> String {
+    let server = ServerProcess::start(&[]);
+    let mut first = raw_client(server.addr);
+    assert!(server.wait_for_log("connected (1 clients)"));
+    let second = raw_client(server.addr);
+    assert!(server.wait_for_log("connected (2 clients)"));
+    first
+        .write_all(&masked(CLOSE, KEY, b"\x03\xe8bye"))
+        .unwrap();
+    expect_close(&mut first);
+    drop(first);
+    assert!(server.wait_for_log("disconnected"));
+    drop(second);
+    let needle = "dropped without a close frame";
+    log_after(&server, needle, &["listening", "connected"])
+}
+
+fn sample_refusals() -> String {
+    let server = ServerProcess::start(&[
+        "--handshake-timeout",
+        "1",
+        "--allow-origin",
+        "http://127.0.0.1:8002",
+        "--max-clients",
+        "1",
+        "--max-message",
+        "1000",
+        "--ping-interval",
+        "1",
+        "--write-timeout",
+        "1",
+    ]);
+    let origin = "Origin: http://127.0.0.1:8002\r\n";
+    // 408: half a request, then nothing.
+    let mut slow = connect(server.addr);
+    slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    assert!(server.wait_for_log("408"));
+    drop(slow);
+    // 403: another site's page.
+    let mut evil = connect(server.addr);
+    http_exchange(
+        &mut evil,
+        upgrade_request("Origin: http://evil.example\r\n").as_bytes(),
+    );
+    assert!(server.wait_for_log("403"));
+    drop(evil);
+    // Let the refused connections' threads finish, so they do not count below.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // 503: one client is the limit.
+    let mut member = connect(server.addr);
+    http_exchange(&mut member, upgrade_request(origin).as_bytes());
+    let mut extra = connect(server.addr);
+    http_exchange(&mut extra, upgrade_request(origin).as_bytes());
+    assert!(server.wait_for_log("503"));
+    drop(extra);
+    // 1009: a message over --max-message, refused on its header.
+    member
+        .write_all(&masked(BINARY, KEY, &[0; 1001])[..8])
+        .unwrap();
+    expect_close(&mut member);
+    drop(member);
+    assert!(server.wait_for_log("1009"));
+    // 1008: no pong.
+    let mut silent = connect(server.addr);
+    http_exchange(&mut silent, upgrade_request(origin).as_bytes());
+    expect_close(&mut silent);
+    drop(silent);
+    assert!(server.wait_for_log("no pong"));
+    // Too slow: a client that never reads, sent its own 600 KiB of echoes.
+    let mut stuck = connect(server.addr);
+    http_exchange(&mut stuck, upgrade_request(origin).as_bytes());
+    for _ in 0..(12 << 10) {
+        if stuck.write_all(&masked(TEXT, KEY, &[b'x'; 1000])).is_err() {
+            break;
+        }
+        if server.log_lines().iter().any(|l| l.contains("too slow")) {
+            break;
+        }
+    }
+    log_after(&server, "too slow", &["refused", "disconnected"])
+}
+
 /// A sample's name and the function that produces it.
 type Sample = (&'static str, fn() -> String);
 
@@ -406,6 +488,8 @@ fn samples() -> Vec<Sample> {
         ("utf8-fail-fast", sample_utf8_fail_fast),
         ("close-trace", sample_close_trace),
         ("help", sample_help),
+        ("room-log", sample_room_log),
+        ("refusals", sample_refusals),
     ]
 }
 
