@@ -119,6 +119,133 @@ fn every_source_path_and_function_the_docs_name_exists() {
 }
 
 // ---------------------------------------------------------------------------
+// Transcripts: log lines quoted from runs that a test cannot repeat (a
+// browser, nginx) must still be lines wschat prints today.
+// ---------------------------------------------------------------------------
+
+/// Checks one trace line's frame description, `FIN=1 ... payload=[..]`, by
+/// rebuilding the header from its fields and printing it again.
+fn check_frame_line(frame: &str) -> Result<(), String> {
+    let (header_text, payload) = frame.split_once(" payload=[").ok_or("no payload=[")?;
+    let field = |name: &str| -> Result<&str, String> {
+        header_text
+            .split(' ')
+            .find_map(|f| f.strip_prefix(name))
+            .ok_or(format!("no {name}"))
+    };
+    let opcode_text = field("opcode=")?;
+    let number = opcode_text
+        .split("(0x")
+        .nth(1)
+        .and_then(|n| n.strip_suffix(')'))
+        .ok_or("opcode")?;
+    let opcode = OpCode::from_u8(u8::from_str_radix(number, 16).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let mask = match field("key=") {
+        Ok(key) => {
+            let b = |i: usize| u8::from_str_radix(&key[i..i + 2], 16).unwrap_or(0);
+            Some([b(0), b(2), b(4), b(6)])
+        }
+        Err(_) => None,
+    };
+    let header = wschat::frame::FrameHeader {
+        fin: field("FIN=")? == "1",
+        rsv: u8::from_str_radix(field("RSV=")?, 2).map_err(|e| e.to_string())?,
+        opcode,
+        mask,
+        payload_len: field("payload_len=")?.parse().map_err(|_| "payload_len")?,
+    };
+    if header.to_string() != header_text {
+        return Err(format!("wschat would print {header}"));
+    }
+    let shown = payload
+        .trim_end_matches(']')
+        .trim_end_matches(" …")
+        .split(' ')
+        .filter(|b| !b.is_empty())
+        .count();
+    if shown as u64 != header.payload_len.min(16)
+        || payload.contains('…') != (header.payload_len > 16)
+    {
+        return Err("payload preview does not match payload_len".into());
+    }
+    Ok(())
+}
+
+/// Checks the message of a quoted log line against the formats in src/.
+fn check_log_message(target: &str, message: &str) -> Result<(), String> {
+    if target == "wschat" {
+        let ok = message.starts_with("wschat listening on ws://")
+            && message.ends_with("/ in a browser to chat")
+            || message.starts_with("wschat echo server listening on ws://");
+        return if ok {
+            Ok(())
+        } else {
+            Err("not a start-up line".into())
+        };
+    }
+    let (id, rest) = message.split_at(message.find([' ', ':']).ok_or("no client id")?);
+    if !id.starts_with("ID") || !id[2..].chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{id:?} is not a client id"));
+    }
+    if let Some(frame) = rest
+        .strip_prefix(" -> ")
+        .or_else(|| rest.strip_prefix(" <- "))
+    {
+        return check_frame_line(frame);
+    }
+    let known = [
+        " connected (",
+        " disconnected: closed by client with ",
+        " disconnected: failed with ",
+        " disconnected: no pong within the ping interval",
+        " disconnected: connection dropped without a close frame",
+        " disconnected: dropped by the server: ",
+        ": handshake refused: ",
+        ": handshake not completed: ",
+        ": GET / (the chat page)",
+        ": request ",
+        ": response \"HTTP/1.1 101 Switching Protocols",
+        ": no thread for a new client, refused with 503: ",
+        ": not delivered: ",
+    ];
+    if known.iter().any(|k| rest.starts_with(k)) {
+        Ok(())
+    } else {
+        Err("no such line in src/".into())
+    }
+}
+
+#[test]
+fn every_quoted_log_line_is_one_wschat_prints_today() {
+    let mut wrong = Vec::new();
+    for file in doc_files() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for line in fs::read_to_string(&file).unwrap().lines() {
+            // `[2026-11-21T20:47:05Z INFO  wschat::server] message`, the
+            // timestamp optional.
+            let Some(start) = ["TRACE ", "DEBUG ", "INFO  ", "WARN  ", "ERROR "]
+                .iter()
+                .find_map(|l| line.find(&format!("{l}wschat")))
+            else {
+                continue;
+            };
+            let Some((target, message)) = line[start + 6..].split_once("] ") else {
+                continue;
+            };
+            if let Err(why) = check_log_message(target.trim(), message) {
+                wrong.push(format!("{name}: {line}\n    {why}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "log lines wschat does not print (any more):\n{}",
+        wrong.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Samples: output produced by running wschat now.
 // ---------------------------------------------------------------------------
 
