@@ -10,18 +10,32 @@
 
 use crate::close::{CloseFrame, close_payload, reply_payload};
 use crate::error::{ProtocolError, code};
-use crate::frame::{FrameHeader, OpCode, encode_frame};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use crate::handshake::{HandshakeError, MAX_REQUEST_BYTES, Parse, Request, parse_request};
 use crate::message::{Event, Message, Receiver, preview};
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How many bytes one `read` may bring in.
+/// The most bytes one `read` may bring in.
+///
+/// A connection's read buffer starts at [`FIRST_READ_BUFFER_SIZE`] and
+/// doubles whenever a read fills it, up to this size. Most clients of a chat
+/// room are idle most of the time, and their threads wait in `read` with the
+/// buffer allocated: zeroed memory that the allocator hands out from pages
+/// it used before is resident at once, so a full-size buffer would cost
+/// every idle client 16 KiB.
 pub const READ_BUFFER_SIZE: usize = 16 * 1024;
+
+/// The size of a connection's read buffer until a read fills it.
+pub const FIRST_READ_BUFFER_SIZE: usize = 1024;
+
+/// At most this many queued frames go to the socket in one system call
+/// (`writev` takes up to 1024 buffers; a frame is one or two).
+const MAX_FRAMES_PER_WRITE: usize = 64;
 
 /// How long the server waits for the client's side of a closing handshake
 /// before closing TCP anyway.
@@ -150,23 +164,71 @@ pub struct Peer {
     pub id: String,
     stream: TcpStream,
     outbox: Mutex<Outbox>,
-    /// Signalled whenever the writer stops, for [`Peer::close_tcp`].
+    /// Signalled when the writer stops while [`Peer::close_tcp`] waits for it.
     writer_done: Condvar,
     /// How many bytes may wait in the outbox before the client counts as too slow.
     max_queued: usize,
+    /// How long writing one batch of frames may take before the client is dropped.
+    write_timeout: Duration,
 }
 
 /// Frames waiting for the socket, and the state of the writing side.
 #[derive(Debug, Default)]
 struct Outbox {
-    queue: VecDeque<Arc<[u8]>>,
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
     /// Some thread is writing to the socket right now.
     writing: bool,
+    /// [`Peer::close_tcp`] is waiting for the writer to stop.
+    close_waiting: bool,
     /// A close frame is queued or sent: §5.5.1 allows no data frame after it.
     close_queued: bool,
     /// Why the connection was given up on, if it was.
     broken: Option<String>,
+}
+
+/// One frame in the outbox.
+#[derive(Debug)]
+enum Queued {
+    /// Whole encoded frames (usually one). A broadcast encodes its frames
+    /// once and every client's outbox holds the same bytes.
+    Shared(Arc<[u8]>),
+    /// A frame for this client alone, its header and payload kept apart so
+    /// that the payload is never copied just to put a header in front of
+    /// it: an echoed message goes out from the very buffer it was received
+    /// into, which matters for a 16 MiB message. [`write_frames`] still
+    /// sends the two in one system call.
+    Parts { header: Vec<u8>, payload: Vec<u8> },
+}
+
+impl Queued {
+    /// A server frame (§5.2: FIN set, not masked) carrying `payload`.
+    fn new(opcode: OpCode, payload: Vec<u8>) -> Queued {
+        let mut header = Vec::with_capacity(MAX_HEADER_LEN);
+        FrameHeader::server(opcode, payload.len()).encode(&mut header);
+        Queued::Parts { header, payload }
+    }
+
+    /// A data message as one frame, its bytes as the payload, uncopied.
+    fn message(message: Message) -> Queued {
+        match message {
+            Message::Text(text) => Queued::new(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => Queued::new(OpCode::Binary, data),
+        }
+    }
+
+    /// The frame's bytes as two pieces, to be sent one after the other.
+    fn pieces(&self) -> (&[u8], &[u8]) {
+        match self {
+            Queued::Shared(frame) => (frame, &[]),
+            Queued::Parts { header, payload } => (header, payload),
+        }
+    }
+
+    fn len(&self) -> usize {
+        let (first, second) = self.pieces();
+        first.len() + second.len()
+    }
 }
 
 impl Peer {
@@ -187,6 +249,7 @@ impl Peer {
             outbox: Mutex::new(Outbox::default()),
             writer_done: Condvar::new(),
             max_queued,
+            write_timeout,
         })
     }
 
@@ -209,6 +272,12 @@ impl Peer {
     /// Queues one encoded frame and, unless another thread is already
     /// writing, writes the outbox out.
     pub fn send_frame(&self, frame: Arc<[u8]>) -> io::Result<()> {
+        self.enqueue([Queued::Shared(frame)])
+    }
+
+    /// Queues frames, in order, and unless another thread is already
+    /// writing, writes the outbox out.
+    fn enqueue(&self, frames: impl IntoIterator<Item = Queued>) -> io::Result<()> {
         let mut outbox = self.outbox();
         if let Some(why) = &outbox.broken {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, why.clone()));
@@ -219,16 +288,18 @@ impl Peer {
                 "close frame already sent",
             ));
         }
-        if outbox.queued_bytes + frame.len() > self.max_queued {
-            let why = format!(
-                "too slow: over {} bytes waiting to be sent",
-                self.max_queued
-            );
-            return Err(self.give_up(outbox, why));
+        for frame in frames {
+            if outbox.queued_bytes + frame.len() > self.max_queued {
+                let why = format!(
+                    "too slow: over {} bytes waiting to be sent",
+                    self.max_queued
+                );
+                return Err(self.give_up(outbox, why));
+            }
+            outbox.close_queued |= is_close_frame(frame.pieces().0);
+            outbox.queued_bytes += frame.len();
+            outbox.queue.push_back(frame);
         }
-        outbox.close_queued = is_close_frame(&frame);
-        outbox.queued_bytes += frame.len();
-        outbox.queue.push_back(frame);
         if outbox.writing {
             return Ok(());
         }
@@ -238,22 +309,34 @@ impl Peer {
     }
 
     /// The writer's loop: write queued frames until the outbox is empty.
+    /// Everything queued goes out together, in one system call
+    /// ([`write_frames`]): frames that pile up while the writer is busy cost
+    /// no more system calls than one.
     fn write_outbox(&self) -> io::Result<()> {
         loop {
-            let frame = {
+            let frames: Vec<Queued> = {
                 let mut outbox = self.outbox();
-                let Some(frame) = outbox.queue.pop_front() else {
+                if outbox.queue.is_empty() {
                     outbox.writing = false;
-                    self.writer_done.notify_all();
+                    // `notify_all` is a system call even when nobody waits
+                    // (a futex wake, on Linux), and this runs after every
+                    // write: only wake `close_tcp` when it is waiting.
+                    if outbox.close_waiting {
+                        self.writer_done.notify_all();
+                    }
                     return Ok(());
-                };
-                outbox.queued_bytes -= frame.len();
-                frame
+                }
+                let take = outbox.queue.len().min(MAX_FRAMES_PER_WRITE);
+                let frames: Vec<Queued> = outbox.queue.drain(..take).collect();
+                outbox.queued_bytes -= frames.iter().map(Queued::len).sum::<usize>();
+                frames
             };
-            self.trace_outgoing(&frame);
+            for frame in &frames {
+                self.trace_outgoing(frame);
+            }
             // A failed write may have sent part of a frame, after which the
             // stream can never be in sync again: give up on the client.
-            if let Err(e) = (&self.stream).write_all(&frame) {
+            if let Err(e) = write_frames(&self.stream, &frames, self.write_timeout) {
                 let why = if is_timeout(&e) {
                     "too slow: a write blocked for the whole write timeout".to_string()
                 } else {
@@ -279,37 +362,111 @@ impl Peer {
 
     /// Encodes and sends one unfragmented frame.
     pub fn send(&self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::new();
-        encode_frame(opcode, payload, &mut frame);
-        self.send_frame(frame.into())
+        self.enqueue([Queued::new(opcode, payload.to_vec())])
     }
 
-    /// Sends a data message as a single frame.
-    pub fn send_message(&self, message: &Message) -> io::Result<()> {
-        match message {
-            Message::Text(text) => self.send(OpCode::Text, text.as_bytes()),
-            Message::Binary(data) => self.send(OpCode::Binary, data),
-        }
+    /// Sends a data message as a single frame. The message is taken by
+    /// value: its bytes become the frame's payload without being copied.
+    pub fn send_message(&self, message: Message) -> io::Result<()> {
+        self.enqueue([Queued::message(message)])
+    }
+
+    /// Sends data messages, each as a single frame, together: one system
+    /// call for all of them when the outbox was empty.
+    pub fn send_messages(&self, messages: Vec<Message>) -> io::Result<()> {
+        self.enqueue(messages.into_iter().map(Queued::message))
     }
 
     /// Ends the connection once the outbox has been written (for at most
     /// [`CLOSE_TIMEOUT`]), with [`linger_and_close`].
     pub fn close_tcp(&self) {
-        let outbox = self.outbox();
-        let _ = self
+        let mut outbox = self.outbox();
+        outbox.close_waiting = true;
+        let (mut outbox, _) = self
             .writer_done
-            .wait_timeout_while(outbox, CLOSE_TIMEOUT, |o| o.writing);
+            .wait_timeout_while(outbox, CLOSE_TIMEOUT, |o| o.writing)
+            .unwrap_or_else(|e| e.into_inner());
+        outbox.close_waiting = false;
+        drop(outbox);
         linger_and_close(&self.stream);
     }
 
     /// One annotated line per sent frame, at `trace` level.
-    fn trace_outgoing(&self, frame: &[u8]) {
-        if log::log_enabled!(log::Level::Trace)
-            && let Ok(Some((header, len))) = FrameHeader::parse(frame)
-        {
-            log::trace!("{} <- {header} payload={}", self.id, preview(&frame[len..]));
+    fn trace_outgoing(&self, frame: &Queued) {
+        if !log::log_enabled!(log::Level::Trace) {
+            return;
+        }
+        // A shared buffer may hold several whole frames (a batch of
+        // broadcasts); `Parts` holds a header whose payload is the second piece.
+        let (mut bytes, second) = frame.pieces();
+        while let Ok(Some((header, len))) = FrameHeader::parse(bytes) {
+            let end = len
+                .saturating_add(header.payload_len as usize)
+                .min(bytes.len());
+            let payload = if end > len { &bytes[len..end] } else { second };
+            log::trace!("{} <- {header} payload={}", self.id, preview(payload));
+            bytes = &bytes[end..];
         }
     }
+}
+
+/// Writes whole frames to the socket, all of them, in as few system calls
+/// as the kernel allows, and within `timeout` for the lot.
+///
+/// A `write_all` per frame, or per header and per payload, would cost a
+/// system call each and, with Nagle's algorithm off, often a TCP segment
+/// each. `write_vectored` (`writev`) hands the kernel every piece of every
+/// frame at once. It may take only part of them (a full socket buffer), so
+/// the loop goes on from wherever it stopped.
+///
+/// The socket's write timeout bounds each system call, and a call that
+/// makes any progress at all starts the clock again: a client reading a
+/// trickle could keep the writer busy for ever. So once a write comes back
+/// short, the timeout of the next one is cut to what is left of `timeout`
+/// (and put back at the end).
+fn write_frames(mut stream: &TcpStream, frames: &[Queued], timeout: Duration) -> io::Result<()> {
+    let mut pieces: Vec<IoSlice<'_>> = frames
+        .iter()
+        .flat_map(|frame| {
+            let (first, second) = frame.pieces();
+            [IoSlice::new(first), IoSlice::new(second)]
+        })
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    let mut pieces = &mut pieces[..];
+    let deadline = Instant::now() + timeout;
+    let mut shortened = false;
+    let result = loop {
+        if pieces.is_empty() {
+            break Ok(());
+        }
+        // A single piece (one broadcast frame, the usual case) needs no
+        // vector, and a plain `write` costs the kernel a little less.
+        let written = match pieces {
+            [piece] => stream.write(&piece[..]),
+            _ => stream.write_vectored(pieces),
+        };
+        match written {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+        if !pieces.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(io::ErrorKind::TimedOut.into());
+            }
+            shortened = true;
+            if let Err(e) = stream.set_write_timeout(Some(left)) {
+                break Err(e);
+            }
+        }
+    };
+    if shortened {
+        let _ = stream.set_write_timeout(Some(timeout));
+    }
+    result
 }
 
 /// Whether an encoded frame is a close frame (opcode 0x8, §5.5.1).
@@ -354,15 +511,17 @@ impl fmt::Display for Ending {
 
 /// The reading loop of an upgraded connection.
 ///
-/// `pending` holds bytes that arrived with the handshake. Each complete data
-/// message goes to `on_message`; pings are answered here; a close frame or a
-/// protocol error ends the loop after the closing handshake.
+/// `pending` holds bytes that arrived with the handshake. Complete data
+/// messages go to `on_messages`, in order, all those that one read brought
+/// in at once (usually one); pings are answered here; a close frame or a
+/// protocol error ends the loop once our close frame is queued. The caller
+/// then closes TCP with [`Peer::close_tcp`].
 pub fn run(
     peer: &Peer,
     mut receiver: Receiver,
     pending: Vec<u8>,
     ping_interval: Option<Duration>,
-    mut on_message: impl FnMut(Message) -> io::Result<()>,
+    mut on_messages: impl FnMut(Vec<Message>) -> io::Result<()>,
 ) -> Ending {
     let mut ping_sent = false;
     if let Err(ending) = process(
@@ -370,14 +529,14 @@ pub fn run(
         &mut receiver,
         &pending,
         &mut ping_sent,
-        &mut on_message,
+        &mut on_messages,
     ) {
         return ending;
     }
     if let Err(e) = peer.stream().set_read_timeout(ping_interval) {
         return Ending::Io(e);
     }
-    let mut buf = vec![0u8; READ_BUFFER_SIZE];
+    let mut buf = vec![0u8; FIRST_READ_BUFFER_SIZE];
     loop {
         let read = peer.stream().read(&mut buf);
         // A writer that gave up on the client shut the socket: say why.
@@ -399,7 +558,6 @@ pub fn run(
             Err(e) if is_timeout(&e) => {
                 let payload = close_payload(code::POLICY_VIOLATION, "no pong");
                 let _ = peer.send(OpCode::Close, &payload);
-                peer.close_tcp();
                 return Ending::PingTimeout;
             }
             Err(e) => return Ending::Io(e),
@@ -409,54 +567,88 @@ pub fn run(
             &mut receiver,
             &buf[..n],
             &mut ping_sent,
-            &mut on_message,
+            &mut on_messages,
         ) {
             return ending;
+        }
+        // A full buffer means more was probably waiting: read more at a time.
+        if n == buf.len() && buf.len() < READ_BUFFER_SIZE {
+            buf.resize(buf.len() * 2, 0);
         }
     }
 }
 
 /// Feeds `bytes` to the receiver and acts on every event they complete.
 /// `Err` carries the ending when the connection is over.
+///
+/// Data messages are collected and handed on together, so that messages
+/// that arrived in one read can leave in one write (see
+/// [`crate::room::notify`] and [`Peer::send_messages`]): under load,
+/// that is one system call per batch instead of one per message. A control
+/// frame, a protocol error or the end of the bytes hands them on first, so
+/// everything is still answered in the order it arrived.
 fn process(
     peer: &Peer,
     receiver: &mut Receiver,
     mut bytes: &[u8],
     ping_sent: &mut bool,
-    on_message: &mut impl FnMut(Message) -> io::Result<()>,
+    on_messages: &mut impl FnMut(Vec<Message>) -> io::Result<()>,
 ) -> Result<(), Ending> {
+    let mut messages = Vec::new();
     while !bytes.is_empty() {
-        let (used, event) = receiver.receive(bytes).map_err(|e| fail(peer, e))?;
-        bytes = &bytes[used..];
+        let event = match receiver.receive(bytes) {
+            Ok((used, event)) => {
+                bytes = &bytes[used..];
+                event
+            }
+            Err(error) => {
+                deliver(&mut messages, on_messages)?;
+                return Err(fail(peer, error));
+            }
+        };
+        let Some(event) = event else { continue };
+        if let Event::Message(message) = event {
+            messages.push(message);
+            continue;
+        }
+        deliver(&mut messages, on_messages)?;
         let outcome = match event {
-            None => Ok(()),
-            Some(Event::Message(message)) => on_message(message),
             // §5.5.2: the pong carries the ping's "Application data".
-            Some(Event::Ping(payload)) => peer.send(OpCode::Pong, &payload),
-            Some(Event::Pong(_)) => {
+            Event::Ping(payload) => peer.send(OpCode::Pong, &payload),
+            Event::Pong(_) => {
                 *ping_sent = false;
                 Ok(())
             }
-            Some(Event::Close(frame)) => return Err(answer_close(peer, frame)),
+            Event::Close(frame) => return Err(answer_close(peer, frame)),
+            Event::Message(_) => Ok(()), // collected above
         };
         outcome.map_err(Ending::Io)?;
     }
-    Ok(())
+    deliver(&mut messages, on_messages)
+}
+
+/// Hands the collected messages on, if there are any.
+fn deliver(
+    messages: &mut Vec<Message>,
+    on_messages: &mut impl FnMut(Vec<Message>) -> io::Result<()>,
+) -> Result<(), Ending> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    on_messages(std::mem::take(messages)).map_err(Ending::Io)
 }
 
 /// §7.1.7 "_Fail the WebSocket Connection_": send a close frame with the
-/// error's code and a short reason, then close TCP.
+/// error's code and a short reason; closing TCP follows.
 fn fail(peer: &Peer, error: ProtocolError) -> Ending {
     let payload = close_payload(error.close_code(), &error.to_string());
     let _ = peer.send(OpCode::Close, &payload);
-    peer.close_tcp();
     Ending::Failed(error)
 }
 
-/// §5.5.1: answer a close frame with a close frame, then close TCP; §7.1.1:
-/// the server closes the TCP connection first.
+/// §5.5.1: answer a close frame with a close frame; closing TCP follows
+/// (§7.1.1: the server closes the TCP connection first).
 fn answer_close(peer: &Peer, frame: Option<CloseFrame>) -> Ending {
     let _ = peer.send(OpCode::Close, &reply_payload(&frame));
-    peer.close_tcp();
     Ending::Closed(frame)
 }

@@ -36,10 +36,18 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 }
 
 /// The key as seen from `shift` bytes into a four-byte cycle.
+///
+/// Written out byte by byte: `<[u8]>::rotate_left` would do the same, but
+/// it is made for slices of any length and compiles to calls to `memcpy`
+/// and `memmove`, paid on every call whose payload piece does not start at
+/// a multiple of four.
 fn rotate(key: [u8; 4], shift: usize) -> [u8; 4] {
-    let mut rotated = key;
-    rotated.rotate_left(shift);
-    rotated
+    [
+        key[shift % 4],
+        key[(shift + 1) % 4],
+        key[(shift + 2) % 4],
+        key[(shift + 3) % 4],
+    ]
 }
 
 #[cfg(test)]

@@ -209,6 +209,8 @@ impl Receiver {
         if frame.header.opcode.is_control() {
             append_unmasked(&mut self.control, &input[..n], key, offset);
         } else if let Some(message) = self.message.as_mut() {
+            let frame_end = frame.start + payload_len(&frame.header);
+            reserve_up_to(&mut message.data, n, frame_end);
             append_unmasked(&mut message.data, &input[..n], key, offset);
             // §8.1: fail as soon as the text can no longer become valid UTF-8.
             if message.opcode == OpCode::Text {
@@ -254,6 +256,29 @@ impl Receiver {
     /// One annotated line per received frame, at `trace` level.
     fn trace(&self, header: &FrameHeader, payload: &[u8]) {
         log::trace!("{} -> {header} payload={}", self.peer, preview(payload));
+    }
+}
+
+/// A frame's declared payload length, which [`Receiver::check_size`] has
+/// already held against `max_message`.
+fn payload_len(header: &FrameHeader) -> usize {
+    usize::try_from(header.payload_len).unwrap_or(usize::MAX)
+}
+
+/// Makes room in `buffer` for `more` bytes: doubles its capacity, as a `Vec`
+/// does, but never past `limit`, where the frame being read ends.
+///
+/// Plain doubling overshoots. A 16 MiB message read in pieces would end in
+/// a 32 MiB buffer, too big for glibc's allocator to keep for reuse, so
+/// every such message would get fresh memory from the kernel, each page
+/// faulted in and zeroed. Capped, the buffer ends exactly as big as the
+/// message. It still only grows as bytes arrive: a header alone, however
+/// long the payload it announces, allocates nothing.
+fn reserve_up_to(buffer: &mut Vec<u8>, more: usize, limit: usize) {
+    let needed = buffer.len() + more;
+    if needed > buffer.capacity() {
+        let target = buffer.capacity().saturating_mul(2).min(limit).max(needed);
+        buffer.reserve_exact(target - buffer.len());
     }
 }
 
@@ -370,6 +395,24 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn a_large_message_ends_in_a_buffer_of_its_own_size() {
+        let len = (1 << 20) + 1;
+        let bytes = client_frame(true, OpCode::Binary, &vec![1; len]);
+        let mut rx = Receiver::new(2 << 20, "test");
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let piece = &rest[..rest.len().min(1000)];
+            let (used, event) = rx.receive(piece).unwrap();
+            rest = &rest[used..];
+            if let Some(Event::Message(Message::Binary(data))) = event {
+                assert_eq!((data.len(), data.capacity()), (len, len));
+                return;
+            }
+        }
+        panic!("no message");
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! the slowest client. Each [`Peer`] keeps its own frames in order and whole
 //! (see [`crate::connection::Peer`]), so broadcasts from several threads at
 //! once never interleave on any one socket.
+//!
+//! [`notify`] takes the messages in batches: all those that one read of the
+//! sender's socket completed (usually one). Their frames are encoded into
+//! one buffer, so each client gets the lot in one write instead of one
+//! write per message.
 
 use crate::connection::Peer;
 use crate::frame::{OpCode, encode_frame};
@@ -68,25 +73,40 @@ pub fn client_count(table: &ClientTable) -> usize {
 /// `M` becomes the text `ID54321: M`, a binary message is relayed unchanged.
 pub fn chat_frame(sender: &str, message: &Message) -> Arc<[u8]> {
     let mut frame = Vec::new();
-    match message {
-        Message::Text(text) => {
-            let line = format!("{sender}: {text}");
-            encode_frame(OpCode::Text, line.as_bytes(), &mut frame);
-        }
-        Message::Binary(data) => encode_frame(OpCode::Binary, data, &mut frame),
-    }
+    encode_chat_frame(sender, message, &mut frame);
     frame.into()
 }
 
-/// Broadcasts `message` from `sender` to every client, the sender included.
+/// Appends the frame of [`chat_frame`] to `out`.
+fn encode_chat_frame(sender: &str, message: &Message, out: &mut Vec<u8>) {
+    match message {
+        Message::Text(text) => {
+            let line = format!("{sender}: {text}");
+            encode_frame(OpCode::Text, line.as_bytes(), out);
+        }
+        Message::Binary(data) => encode_frame(OpCode::Binary, data, out),
+    }
+}
+
+/// Broadcasts `messages` from `sender`, in order, to every client, the
+/// sender included.
 ///
-/// A client that cannot take the frame is dropped by its [`Peer`] and leaves
+/// The frames are encoded once, back to back into one buffer that every
+/// client's outbox shares. Every write to a socket is a system call and, for
+/// a thousand clients, a thousand of them per broadcast: a burst of messages
+/// sent together divides that by the burst's size.
+///
+/// A client that cannot take the frames is dropped by its [`Peer`] and leaves
 /// the table when its thread ends; the others are not affected.
-pub fn notify(table: &ClientTable, sender: &str, message: &Message) {
-    let frame = chat_frame(sender, message);
+pub fn notify(table: &ClientTable, sender: &str, messages: &[Message]) {
+    let mut frames = Vec::new();
+    for message in messages {
+        encode_chat_frame(sender, message, &mut frames);
+    }
+    let frames: Arc<[u8]> = frames.into();
     let peers: Vec<Arc<Peer>> = lock(table).values().cloned().collect();
     for peer in peers {
-        if let Err(e) = peer.send_frame(Arc::clone(&frame)) {
+        if let Err(e) = peer.send_frame(Arc::clone(&frames)) {
             log::debug!("{}: not delivered: {e}", peer.id);
         }
     }
@@ -102,6 +122,16 @@ mod tests {
         let mut expected = vec![0x81, 14];
         expected.extend_from_slice(b"ID54321: hello");
         assert_eq!(&frame[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_batch_is_the_frames_back_to_back() {
+        let messages = [Message::Text("a".into()), Message::Binary(vec![7])];
+        let mut frames = Vec::new();
+        for message in &messages {
+            encode_chat_frame("ID1", message, &mut frames);
+        }
+        assert_eq!(frames, [&[0x81, 6][..], b"ID1: a", &[0x82, 1, 7]].concat());
     }
 
     #[test]

@@ -198,18 +198,23 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Serve
         Ok(peer) => Arc::new(peer),
         Err(e) => return log::warn!("{id}: {e}"),
     };
-    let _member = join(&server.clients, addr, Arc::clone(&peer));
+    let member = join(&server.clients, addr, Arc::clone(&peer));
     log::info!("{id} connected ({} clients)", server.client_count());
     let receiver = Receiver::new(config.max_message, &id);
-    let ending = run(&peer, receiver, pending, config.ping_interval, |message| {
+    // Messages come in batches: all those that one read completed, in order.
+    let ending = run(&peer, receiver, pending, config.ping_interval, |messages| {
         if config.echo {
-            peer.send_message(&message)
+            peer.send_messages(messages)
         } else {
-            notify(&server.clients, &id, &message);
+            notify(&server.clients, &id, &messages);
             Ok(())
         }
     });
+    // Leave the table at once, then close TCP the polite way, which can
+    // take a moment (§7.1.1, `Peer::close_tcp`).
+    drop(member);
     log::info!("{id} disconnected: {ending}");
+    peer.close_tcp();
 }
 
 /// Plain HTTP on the same port: `GET /` is the chat page.

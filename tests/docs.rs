@@ -596,7 +596,11 @@ fn sample_refusals() -> String {
             break;
         }
     }
-    log_after(&server, "too slow", &["refused", "disconnected"])
+    log_after(
+        &server,
+        "dropped by the server",
+        &["refused", "disconnected"],
+    )
 }
 
 /// A sample's name and the function that produces it.
