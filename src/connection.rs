@@ -231,6 +231,14 @@ impl Queued {
     }
 }
 
+impl Outbox {
+    /// Everything queued, leaving the queue empty, for the writer to write.
+    fn take_all(&mut self) -> VecDeque<Queued> {
+        self.queued_bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
+}
+
 impl Peer {
     /// Wraps an upgraded stream. Writes that block longer than
     /// `write_timeout` fail and drop the client, so a client that stops
@@ -304,39 +312,24 @@ impl Peer {
             return Ok(());
         }
         outbox.writing = true;
+        let batch = outbox.take_all();
         drop(outbox);
-        self.write_outbox()
+        self.write_outbox(batch)
     }
 
-    /// The writer's loop: write queued frames until the outbox is empty.
-    /// Everything queued goes out together, in one system call
-    /// ([`write_frames`]): frames that pile up while the writer is busy cost
-    /// no more system calls than one.
-    fn write_outbox(&self) -> io::Result<()> {
+    /// The writer's loop: write `batch`, then whatever was queued meanwhile,
+    /// until the outbox is empty. Everything queued goes out together, in
+    /// one system call ([`write_frames`]): frames that pile up while the
+    /// writer is busy cost no more system calls than one.
+    fn write_outbox(&self, mut batch: VecDeque<Queued>) -> io::Result<()> {
         loop {
-            let frames: Vec<Queued> = {
-                let mut outbox = self.outbox();
-                if outbox.queue.is_empty() {
-                    outbox.writing = false;
-                    // `notify_all` is a system call even when nobody waits
-                    // (a futex wake, on Linux), and this runs after every
-                    // write: only wake `close_tcp` when it is waiting.
-                    if outbox.close_waiting {
-                        self.writer_done.notify_all();
-                    }
-                    return Ok(());
-                }
-                let take = outbox.queue.len().min(MAX_FRAMES_PER_WRITE);
-                let frames: Vec<Queued> = outbox.queue.drain(..take).collect();
-                outbox.queued_bytes -= frames.iter().map(Queued::len).sum::<usize>();
-                frames
-            };
-            for frame in &frames {
+            for frame in &batch {
                 self.trace_outgoing(frame);
             }
             // A failed write may have sent part of a frame, after which the
             // stream can never be in sync again: give up on the client.
-            if let Err(e) = write_frames(&self.stream, &frames, self.write_timeout) {
+            if let Err(e) = write_frames(&self.stream, batch.make_contiguous(), self.write_timeout)
+            {
                 let why = if is_timeout(&e) {
                     "too slow: a write blocked for the whole write timeout".to_string()
                 } else {
@@ -344,6 +337,23 @@ impl Peer {
                 };
                 return Err(self.give_up(self.outbox(), why));
             }
+            batch.clear();
+            let mut outbox = self.outbox();
+            if outbox.queue.is_empty() {
+                // Hand the emptied queue back, so the next frame queued
+                // needs no new allocation.
+                outbox.queue = batch;
+                outbox.writing = false;
+                // `notify_all` is a system call even when nobody waits
+                // (a futex wake, on Linux), and this runs after every
+                // write: only wake `close_tcp` when it is waiting.
+                if outbox.close_waiting {
+                    self.writer_done.notify_all();
+                }
+                return Ok(());
+            }
+            std::mem::swap(&mut outbox.queue, &mut batch);
+            outbox.queued_bytes = 0;
         }
     }
 
@@ -415,58 +425,70 @@ impl Peer {
 ///
 /// A `write_all` per frame, or per header and per payload, would cost a
 /// system call each and, with Nagle's algorithm off, often a TCP segment
-/// each. `write_vectored` (`writev`) hands the kernel every piece of every
-/// frame at once. It may take only part of them (a full socket buffer), so
-/// the loop goes on from wherever it stopped.
+/// each. `write_vectored` (`writev`) hands the kernel every piece of up to
+/// [`MAX_FRAMES_PER_WRITE`] frames at once, gathered in an array on the
+/// stack, so that writing allocates nothing.
 ///
 /// The socket's write timeout bounds each system call, and a call that
 /// makes any progress at all starts the clock again: a client reading a
 /// trickle could keep the writer busy for ever. So once a write comes back
 /// short, the timeout of the next one is cut to what is left of `timeout`
 /// (and put back at the end).
-fn write_frames(mut stream: &TcpStream, frames: &[Queued], timeout: Duration) -> io::Result<()> {
-    let mut pieces: Vec<IoSlice<'_>> = frames
-        .iter()
-        .flat_map(|frame| {
-            let (first, second) = frame.pieces();
-            [IoSlice::new(first), IoSlice::new(second)]
-        })
-        .filter(|piece| !piece.is_empty())
-        .collect();
-    let mut pieces = &mut pieces[..];
+fn write_frames(stream: &TcpStream, frames: &[Queued], timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut shortened = false;
-    let result = loop {
-        if pieces.is_empty() {
-            break Ok(());
-        }
-        // A single piece (one broadcast frame, the usual case) needs no
-        // vector, and a plain `write` costs the kernel a little less.
-        let written = match pieces {
-            [piece] => stream.write(&piece[..]),
-            _ => stream.write_vectored(pieces),
-        };
-        match written {
-            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
-        }
-        if !pieces.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break Err(io::ErrorKind::TimedOut.into());
-            }
-            shortened = true;
-            if let Err(e) = stream.set_write_timeout(Some(left)) {
-                break Err(e);
+    let mut result = Ok(());
+    for chunk in frames.chunks(MAX_FRAMES_PER_WRITE) {
+        let mut storage = [IoSlice::new(&[]); 2 * MAX_FRAMES_PER_WRITE];
+        let mut count = 0;
+        for frame in chunk {
+            let (first, second) = frame.pieces();
+            for piece in [first, second].into_iter().filter(|p| !p.is_empty()) {
+                storage[count] = IoSlice::new(piece);
+                count += 1;
             }
         }
-    };
+        result = write_pieces(stream, &mut storage[..count], deadline, &mut shortened);
+        if result.is_err() {
+            break;
+        }
+    }
     if shortened {
         let _ = stream.set_write_timeout(Some(timeout));
     }
     result
+}
+
+/// Writes `pieces`, going on from wherever a short write stopped, by `deadline`.
+fn write_pieces(
+    mut stream: &TcpStream,
+    mut pieces: &mut [IoSlice<'_>],
+    deadline: Instant,
+    shortened: &mut bool,
+) -> io::Result<()> {
+    while !pieces.is_empty() {
+        // A single piece (one broadcast frame, the usual case) needs no
+        // vector, and a plain `write` costs the kernel a little less.
+        let written = match pieces {
+            [piece] => stream.write(piece),
+            _ => stream.write_vectored(pieces),
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if !pieces.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            *shortened = true;
+            stream.set_write_timeout(Some(left))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether an encoded frame is a close frame (opcode 0x8, §5.5.1).

@@ -214,10 +214,12 @@ fn when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = binary.to_str().unwrap();
+    // RLIMIT_NPROC counts every thread the user already runs, anywhere.
+    let limit = format!("--nproc={}", threads_of_user(65534) + 4);
     let server = ServerProcess::start_with(
         &[
             "prlimit",
-            "--nproc=4",
+            &limit,
             "setpriv",
             "--reuid=65534",
             "--regid=65534",
@@ -253,4 +255,28 @@ fn when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on() {
     thread::sleep(Duration::from_millis(300));
     let mut again = raw_client(server.addr);
     chats(&mut again, "threads again");
+}
+
+/// How many threads the user `uid` runs right now, from /proc.
+fn threads_of_user(uid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|status| {
+            status.lines().any(|l| {
+                l.strip_prefix("Uid:")
+                    .and_then(|ids| ids.split_whitespace().next())
+                    .is_some_and(|real| real == uid.to_string())
+            })
+        })
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        })
+        .sum()
 }
