@@ -271,11 +271,15 @@ pub fn validate(
         return Err(HandshakeError::UnsupportedVersion);
     }
     check_origin(request, allowed_origins)?;
-    // §4.2.2 item 5: select one offered subprotocol, or none. Extensions
-    // (§9) are declined by leaving Sec-WebSocket-Extensions out.
-    let protocol = request
-        .has_token("Sec-WebSocket-Protocol", SUBPROTOCOL)
-        .then_some(SUBPROTOCOL);
+    // §4.2.2 item 5: select one offered subprotocol, or none. Unlike header
+    // names, subprotocol names are compared exactly: a client that offered
+    // "Chat" would reject an answer of "chat". Extensions (§9) are declined
+    // by leaving Sec-WebSocket-Extensions out.
+    let offered = request
+        .header_values("Sec-WebSocket-Protocol")
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    let protocol = offered.then_some(SUBPROTOCOL);
     Ok(HandshakeResponse {
         accept: accept_key(key),
         protocol,
@@ -432,6 +436,14 @@ mod tests {
         assert_eq!(response.protocol, None);
         let bytes = String::from_utf8(response.to_bytes()).unwrap();
         assert!(!bytes.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn subprotocol_names_match_exactly() {
+        let text = SAMPLE.replace("chat, superchat", "Chat, superchat");
+        assert_eq!(check(&text).unwrap().protocol, None);
+        let text = SAMPLE.replace("chat, superchat", "superchat,chat");
+        assert_eq!(check(&text).unwrap().protocol, Some("chat"));
     }
 
     #[test]
