@@ -48,8 +48,9 @@ pub enum RequestError {
     Invalid(HandshakeError),
     /// The client did not finish its request within the handshake timeout.
     TimedOut,
-    /// The client closed the connection before finishing its request.
-    Closed,
+    /// The client closed the connection before finishing its request,
+    /// after sending this many bytes of it.
+    Closed(usize),
     /// The socket failed.
     Io(io::Error),
 }
@@ -59,7 +60,8 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::Invalid(e) => write!(f, "{} {}", e.status().0, e),
             RequestError::TimedOut => write!(f, "handshake timed out"),
-            RequestError::Closed => write!(f, "closed before finishing its request"),
+            RequestError::Closed(0) => write!(f, "closed without sending a request"),
+            RequestError::Closed(_) => write!(f, "closed before finishing its request"),
             RequestError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -90,7 +92,7 @@ pub fn read_request(
             .saturating_sub(buf.len())
             .min(chunk.len());
         let n = match stream.read(&mut chunk[..room.max(1)]) {
-            Ok(0) => return Err(RequestError::Closed),
+            Ok(0) => return Err(RequestError::Closed(buf.len())),
             Ok(n) => n,
             Err(e) if is_timeout(&e) => return Err(RequestError::TimedOut),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

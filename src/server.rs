@@ -167,6 +167,8 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Serve
         // limit what one client can hold), and a 408 tells a human at a
         // terminal what happened.
         Err(RequestError::TimedOut) => return refuse(&stream, &id, &HandshakeError::TimedOut),
+        // Browsers open spare connections they may never use: not news.
+        Err(e @ RequestError::Closed(0)) => return log::debug!("{id}: {e}"),
         Err(e) => return log::info!("{id}: handshake not completed: {e}"),
     };
     log::debug!(

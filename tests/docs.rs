@@ -203,6 +203,7 @@ fn check_log_message(target: &str, message: &str) -> Result<(), String> {
         " disconnected: dropped by the server: ",
         ": handshake refused: ",
         ": handshake not completed: ",
+        ": closed without sending a request",
         ": GET / (the chat page)",
         ": request ",
         ": response \"HTTP/1.1 101 Switching Protocols",
