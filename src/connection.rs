@@ -35,7 +35,7 @@ pub const FIRST_READ_BUFFER_SIZE: usize = 1024;
 
 /// At most this many queued frames go to the socket in one system call
 /// (`writev` takes up to 1024 buffers; a frame is one or two).
-const MAX_FRAMES_PER_WRITE: usize = 64;
+const MAX_FRAMES_PER_WRITE: usize = 16;
 
 /// How long the server waits for the client's side of a closing handshake
 /// before closing TCP anyway.
