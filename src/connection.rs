@@ -377,14 +377,9 @@ impl Peer {
         self.enqueue([Queued::new(opcode, payload.to_vec())])
     }
 
-    /// Sends a data message as a single frame. The message is taken by
-    /// value: its bytes become the frame's payload without being copied.
-    pub fn send_message(&self, message: Message) -> io::Result<()> {
-        self.enqueue([Queued::message(message)])
-    }
-
     /// Sends data messages, each as a single frame, together: one system
-    /// call for all of them when the outbox was empty.
+    /// call for all of them when the outbox was empty. The messages are
+    /// taken by value: their bytes become the frames' payloads uncopied.
     pub fn send_messages(&self, messages: Vec<Message>) -> io::Result<()> {
         self.enqueue(messages.into_iter().map(Queued::message))
     }

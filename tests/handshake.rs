@@ -19,13 +19,6 @@ fn expect_tcp_closed_unless_101(stream: &mut std::net::TcpStream, head: &str) {
     }
 }
 
-fn status(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn rfc_sample_key_gets_its_accept_value() {
     let (head, _) = respond(&upgrade_request(""));

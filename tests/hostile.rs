@@ -17,11 +17,7 @@ fn status_of(server: &ServerProcess, request: &[u8]) -> u16 {
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    status(&String::from_utf8_lossy(&answer))
 }
 
 #[test]

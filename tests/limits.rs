@@ -9,13 +9,6 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn status(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A well-behaved client says something and hears itself back.
 fn chats(stream: &mut TcpStream, text: &str) {
     stream

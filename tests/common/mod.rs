@@ -182,6 +182,14 @@ pub fn read_http_response(stream: &mut TcpStream) -> (String, String) {
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The status code of an HTTP response head (0 if there is none).
+pub fn status(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Opens a connection and completes the handshake by hand.
 pub fn raw_client(addr: SocketAddr) -> TcpStream {
     let mut stream = connect(addr);
