@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-/// The close codes wschat sends or checks (RFC 6455 §7.4.1).
+/// The close codes wschat sends (RFC 6455 §7.4.1). 1000 is also what a
+/// client normally closes with; [`crate::close::is_valid_code`] decides which
+/// codes a received close frame may carry.
 pub mod code {
     /// 1000: the purpose of the connection has been fulfilled.
     pub const NORMAL: u16 = 1000;
@@ -19,12 +21,10 @@ pub mod code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// 1007: a message's data was not consistent with its type (bad UTF-8).
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: a generic "policy" violation (used when a client fails to answer pings).
+    /// 1008: a generic "policy" violation (sent to a client that does not answer pings).
     pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: a message is too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// 1011: the server hit a condition it could not handle.
-    pub const INTERNAL_ERROR: u16 = 1011;
 }
 
 /// A fault in what the client sent after the handshake.
@@ -50,6 +50,9 @@ pub enum ProtocolError {
     NonMinimalLength(u64),
     /// RFC 6455 §5.1: "a client MUST mask all frames that it sends to the server".
     UnmaskedFrame,
+    /// RFC 6455 §5.1: "A client MUST close a connection if it detects a
+    /// masked frame" from the server.
+    MaskedFrame,
     /// RFC 6455 §5.4: a continuation frame arrived with no message to continue.
     UnexpectedContinuation,
     /// RFC 6455 §5.4: a new text or binary frame arrived inside a fragmented message.
@@ -98,6 +101,7 @@ impl fmt::Display for ProtocolError {
                 write!(f, "payload length {len} not in its shortest form")
             }
             ProtocolError::UnmaskedFrame => write!(f, "client frame is not masked"),
+            ProtocolError::MaskedFrame => write!(f, "server frame is masked"),
             ProtocolError::UnexpectedContinuation => {
                 write!(f, "continuation frame without a message to continue")
             }

@@ -81,6 +81,25 @@ impl OpCode {
     }
 }
 
+/// Which end of the connection we are. It decides masking (§5.1, §5.3):
+/// "a client MUST mask all frames that it sends to the server", and "a
+/// server MUST NOT mask any frames that it sends to the client". Each side
+/// fails the connection on a frame masked the wrong way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We accepted the connection: our frames go out unmasked.
+    Server,
+    /// We opened the connection: our frames go out masked.
+    Client,
+}
+
+impl Role {
+    /// Whether the frames this side *receives* must be masked.
+    pub fn expects_masked_frames(self) -> bool {
+        self == Role::Server
+    }
+}
+
 /// Everything before the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {

@@ -1,26 +1,32 @@
 //! wschat: a WebSocket chat server written by hand, to learn RFC 6455 from.
 //!
-//! The modules are listed in the order data flows through them, and each can
-//! be read without looking ahead:
+//! The modules are listed in the order data flows through them, from the
+//! command line and the first bytes of a request up to the chat room and
+//! the accept loop. Each uses only modules above it, so each can be read
+//! without looking ahead (`tests/docs.rs` checks that this stays true):
 //!
 //! 1. [`config`]: the command line.
-//! 2. [`server`]: the TCP accept loop, one thread per client.
-//! 3. [`handshake`]: the HTTP request that upgrades to WebSocket (§4).
-//! 4. [`error`]: the faults a client can commit, and their close codes (§7.4).
-//! 5. [`frame`]: the frame header, to and from bytes (§5.2).
-//! 6. [`mask`]: unmasking client payloads (§5.3).
-//! 7. [`utf8`]: checking text as it arrives (§8.1).
-//! 8. [`close`]: close codes and close payloads (§5.5.1, §7).
-//! 9. [`message`]: frames into messages: fragments, control frames, limits (§5.4-§5.6).
-//! 10. [`connection`]: the blocking layer that joins all of the above to a socket.
-//! 11. [`room`]: the client table and `notify`, the broadcast.
+//! 2. [`handshake`]: the HTTP request that upgrades to WebSocket (§4).
+//! 3. [`error`]: the faults a peer can commit, and their close codes (§7.4).
+//! 4. [`frame`]: the frame header, to and from bytes (§5.2).
+//! 5. [`mask`]: masking and unmasking payloads (§5.3).
+//! 6. [`utf8`]: checking text as it arrives (§8.1).
+//! 7. [`close`]: close codes and close payloads (§5.5.1, §7).
+//! 8. [`message`]: frames into messages: fragments, control frames, limits (§5.4-§5.6).
+//! 9. [`session`]: one end of a connection: pongs, the closing handshake,
+//!    failing, keep-alive, what waits to be sent (§5.5, §7).
+//! 10. [`connection`]: the blocking layer: a reader and a writer thread that
+//!     move bytes between a socket and a session.
+//! 11. [`chat`]: the chat's policy: names, the line format, echo or chat,
+//!     the client table and `notify`, the broadcast.
+//! 12. [`signals`]: SIGINT and SIGTERM, through a few lines of FFI.
+//! 13. [`server`]: the accept loop, a thread per client, the graceful stop.
 //!
-//! Modules 3 to 9 never touch a socket: they turn bytes into values and values
-//! into bytes, so they can be tested (and stepped through) with plain byte
-//! strings.
+//! Modules 2 to 9 never touch a socket or a clock: they turn bytes into
+//! values and values into bytes, so they can be tested (and stepped through)
+//! with plain byte strings.
 
 pub mod config;
-pub mod server;
 
 pub mod handshake;
 
@@ -31,6 +37,11 @@ pub mod utf8;
 
 pub mod close;
 pub mod message;
+pub mod session;
 
 pub mod connection;
-pub mod room;
+
+pub mod chat;
+
+pub mod server;
+pub mod signals;

@@ -1,12 +1,17 @@
-//! `wschat`: parse the command line, bind, serve.
+//! `wschat`: parse the command line, bind, serve until SIGINT or SIGTERM.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::thread;
 use wschat::config::{Command, USAGE, parse_args};
 use wschat::server::{Server, serve};
+use wschat::signals::block_stop_signals;
 
 fn main() -> ExitCode {
+    // Before any thread starts, so that every thread inherits it (see
+    // src/signals.rs): from here on SIGINT and SIGTERM wait for `wait()`.
+    let signals = block_stop_signals();
     // RUST_LOG picks the level; without it, info.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match parse_args(std::env::args().skip(1)) {
@@ -28,11 +33,38 @@ fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
-    if config.echo {
+    let server = Arc::new(Server::new(config));
+    let signals = match signals {
+        Ok(signals) => signals,
+        Err(e) => {
+            log::warn!("no graceful stop ({e}): Ctrl-C ends the process at once");
+            say_where(&server, addr);
+            serve(listener, server);
+            return ExitCode::SUCCESS;
+        }
+    };
+    let accepting = Arc::clone(&server);
+    let spawned = thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || serve(listener, accepting));
+    if let Err(e) = spawned {
+        eprintln!("wschat: cannot start the accept thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    say_where(&server, addr);
+    match signals.wait() {
+        Ok(signal) => log::info!("{signal} received: stopping"),
+        Err(e) => log::warn!("waiting for signals failed ({e}): stopping"),
+    }
+    server.stop(addr);
+    ExitCode::SUCCESS
+}
+
+/// The first line a user sees: where the server listens.
+fn say_where(server: &Server, addr: std::net::SocketAddr) {
+    if server.config.echo {
         log::info!("wschat echo server listening on ws://{addr}/");
     } else {
         log::info!("wschat listening on ws://{addr}/ - open http://{addr}/ in a browser to chat");
     }
-    serve(listener, Arc::new(Server::new(config)));
-    ExitCode::SUCCESS
 }

@@ -1,19 +1,22 @@
 //! From frames to messages (RFC 6455 §5.4-§5.6): fragments, control frames,
 //! UTF-8 and size limits.
 //!
-//! [`Receiver`] is the server's reading half of the protocol, with no socket
-//! in sight: it is handed whatever bytes arrived ([`Receiver::receive`]) and
-//! answers with how many it used and, when one is complete, an [`Event`]. It
-//! keeps everything it needs between calls, so a frame may arrive one byte at
-//! a time or ten frames in one read, and the result is the same.
+//! [`MessageReader`] is the reading half of the protocol, with no socket in
+//! sight: it is handed whatever bytes arrived ([`MessageReader::read`]) and
+//! yields an [`Event`] for each frame or message they complete. It keeps
+//! everything it needs between calls, so a frame may arrive one byte at a
+//! time or ten frames in one read, and the result is the same.
 //!
 //! Payload bytes are unmasked and checked as they arrive rather than when a
 //! message ends. That is what lets it refuse an oversized message before
 //! buffering it, and fail bad UTF-8 at the first byte that can never be valid.
+//!
+//! It only reads. What to do about a ping, a close or an error (answer,
+//! close, fail) is decided one module later, in [`crate::session`].
 
 use crate::close::{CloseFrame, parse_close_payload};
 use crate::error::ProtocolError;
-use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, hex};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, Role, hex};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
@@ -26,7 +29,7 @@ pub enum Message {
     Binary(Vec<u8>),
 }
 
-/// Something complete that the client sent.
+/// Something complete that the other side sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A data message, reassembled from all its fragments.
@@ -39,14 +42,31 @@ pub enum Event {
     Close(Option<CloseFrame>),
 }
 
-/// The frame whose payload is being read.
+/// Where the reader is inside the current frame.
 #[derive(Debug)]
-struct InFrame {
-    header: FrameHeader,
-    /// Payload bytes received so far.
-    received: u64,
-    /// Where this frame's payload starts in its buffer.
-    start: usize,
+enum FrameState {
+    /// Collecting a header, which may arrive in pieces (at most
+    /// [`MAX_HEADER_LEN`] bytes).
+    Header {
+        bytes: [u8; MAX_HEADER_LEN],
+        len: usize,
+    },
+    /// Reading a data frame's payload into the message being collected.
+    Data { header: FrameHeader, received: u64 },
+    /// Reading a control frame's payload (at most 125 bytes, §5.5).
+    Control {
+        header: FrameHeader,
+        payload: Vec<u8>,
+    },
+}
+
+impl FrameState {
+    fn new_header() -> FrameState {
+        FrameState::Header {
+            bytes: [0; MAX_HEADER_LEN],
+            len: 0,
+        }
+    }
 }
 
 /// A data message whose fragments are being collected.
@@ -58,81 +78,82 @@ struct InMessage {
     utf8: Utf8Validator,
 }
 
-/// The server's reading half of a connection: bytes in, [`Event`]s out.
+/// The reading half of a connection: bytes in, [`Event`]s out.
 #[derive(Debug)]
-pub struct Receiver {
+pub struct MessageReader {
+    /// The side we are, which decides whether frames must be masked (§5.1).
+    role: Role,
     /// The largest message accepted, in bytes, after reassembly.
     max_message: usize,
-    /// A header that has arrived only in part.
-    header_buf: [u8; MAX_HEADER_LEN],
-    header_len: usize,
-    frame: Option<InFrame>,
+    frame: FrameState,
+    /// The fragmented message in progress, if any (§5.4). Control frames
+    /// may arrive between its fragments.
     message: Option<InMessage>,
-    /// The payload of the control frame being read (at most 125 bytes).
-    control: Vec<u8>,
-    /// Names the client in `trace` log lines.
-    peer: String,
+    /// Names the other side in `trace` log lines.
+    name: String,
 }
 
-impl Receiver {
-    /// A receiver for the client `peer` that accepts messages of up to
-    /// `max_message` bytes.
-    pub fn new(max_message: usize, peer: &str) -> Receiver {
-        Receiver {
+impl MessageReader {
+    /// A reader for `role`'s side of a connection to `name`, accepting
+    /// messages of up to `max_message` bytes.
+    pub fn new(role: Role, max_message: usize, name: &str) -> MessageReader {
+        MessageReader {
+            role,
             max_message,
-            header_buf: [0; MAX_HEADER_LEN],
-            header_len: 0,
-            frame: None,
+            frame: FrameState::new_header(),
             message: None,
-            control: Vec::new(),
-            peer: peer.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The events that `bytes` complete, in order, as an iterator. Bytes
+    /// that complete nothing yet are kept for the next call.
+    ///
+    /// An error ends the iteration: the connection must then fail with the
+    /// error's close code (§7.1.7), and the reader must not be used again.
+    pub fn read<'a>(&'a mut self, bytes: &'a [u8]) -> Events<'a> {
+        Events {
+            reader: self,
+            bytes,
+            failed: false,
         }
     }
 
     /// Consumes bytes from the front of `input` until an event is complete or
     /// the input runs out. Returns how many bytes were used, and the event if
-    /// one was completed; call again with the rest of the input.
-    ///
-    /// An error means the connection must fail with the error's close code;
-    /// the receiver must not be used after that.
-    pub fn receive(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), ProtocolError> {
+    /// one was completed. [`MessageReader::read`] calls it in a loop.
+    fn read_one(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), ProtocolError> {
         let mut used = 0;
         while used < input.len() {
-            if self.frame.is_none() {
-                let (n, header) = self.read_header(&input[used..])?;
-                used += n;
-                match header {
-                    Some(header) => self.start_frame(header)?,
-                    None => break,
+            if let FrameState::Header { .. } = self.frame {
+                used += self.read_header(&input[used..])?;
+                if let FrameState::Header { .. } = self.frame {
+                    break; // the input ended inside the header
                 }
             }
             used += self.read_payload(&input[used..])?;
-            if self.frame_is_complete()
-                && let Some(event) = self.finish_frame()?
-            {
+            if let Some(event) = self.finish_frame_if_complete()? {
                 return Ok((used, Some(event)));
             }
         }
         Ok((used, None))
     }
 
-    fn frame_is_complete(&self) -> bool {
-        self.frame
-            .as_ref()
-            .is_some_and(|f| f.received == f.header.payload_len)
-    }
-
-    /// Gathers header bytes (at most [`MAX_HEADER_LEN`]) until they parse.
-    fn read_header(&mut self, input: &[u8]) -> Result<(usize, Option<FrameHeader>), ProtocolError> {
-        let before = self.header_len;
+    /// Gathers header bytes until they parse, then starts the frame.
+    /// Returns how many bytes of `input` it used.
+    fn read_header(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
+        let FrameState::Header { bytes, len } = &mut self.frame else {
+            unreachable!("bug: read_header outside a header");
+        };
+        let before = *len;
         let take = input.len().min(MAX_HEADER_LEN - before);
-        self.header_buf[before..before + take].copy_from_slice(&input[..take]);
-        self.header_len += take;
-        match FrameHeader::parse(&self.header_buf[..self.header_len])? {
-            None => Ok((take, None)),
-            Some((header, len)) => {
-                self.header_len = 0;
-                Ok((len - before, Some(header)))
+        bytes[before..before + take].copy_from_slice(&input[..take]);
+        *len += take;
+        match FrameHeader::parse(&bytes[..*len])? {
+            None => Ok(take),
+            Some((header, header_len)) => {
+                self.start_frame(header)?;
+                Ok(header_len - before)
             }
         }
     }
@@ -141,22 +162,27 @@ impl Receiver {
     /// limit, before any of its payload is stored.
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
         // §5.1: "The server MUST close the connection upon receiving a frame
-        // that is not masked."
-        if header.mask.is_none() {
-            return Err(ProtocolError::UnmaskedFrame);
+        // that is not masked", and a client one that is.
+        match (self.role.expects_masked_frames(), header.mask.is_some()) {
+            (true, false) => return Err(ProtocolError::UnmaskedFrame),
+            (false, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
         }
-        let start = match header.opcode {
-            op if op.is_control() => {
-                self.control.clear();
-                0
-            }
+        self.frame = match header.opcode {
+            op if op.is_control() => FrameState::Control {
+                header,
+                payload: Vec::new(),
+            },
             OpCode::Continuation => {
                 let message = self
                     .message
                     .as_ref()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
                 self.check_size(message.data.len(), header.payload_len)?;
-                message.data.len()
+                FrameState::Data {
+                    header,
+                    received: 0,
+                }
             }
             opcode => {
                 // §5.4: fragments of one message are not interleaved with
@@ -170,14 +196,12 @@ impl Receiver {
                     data: Vec::new(),
                     utf8: Utf8Validator::default(),
                 });
-                0
+                FrameState::Data {
+                    header,
+                    received: 0,
+                }
             }
         };
-        self.frame = Some(InFrame {
-            header,
-            received: 0,
-            start,
-        });
         Ok(())
     }
 
@@ -194,100 +218,130 @@ impl Receiver {
         Ok(())
     }
 
-    /// Stores, unmasks and (for text) checks as much of the payload as `input` holds.
+    /// Stores, unmasks and (for text) checks as much of the payload as
+    /// `input` holds. Returns how many bytes it used.
     fn read_payload(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
-        let Some(frame) = self.frame.as_mut() else {
-            return Ok(0);
-        };
-        let wanted = frame.header.payload_len - frame.received;
-        let n = input
-            .len()
-            .min(usize::try_from(wanted).unwrap_or(usize::MAX));
-        let key = frame.header.mask.unwrap_or_default();
-        let offset = frame.received as usize;
-        frame.received += n as u64;
-        if frame.header.opcode.is_control() {
-            append_unmasked(&mut self.control, &input[..n], key, offset);
-        } else if let Some(message) = self.message.as_mut() {
-            let frame_end = frame.start + payload_len(&frame.header);
-            reserve_up_to(&mut message.data, n, frame_end);
-            append_unmasked(&mut message.data, &input[..n], key, offset);
-            // §8.1: fail as soon as the text can no longer become valid UTF-8.
-            if message.opcode == OpCode::Text {
-                message.utf8.feed(&message.data)?;
+        match &mut self.frame {
+            FrameState::Header { .. } => Ok(0),
+            FrameState::Control { header, payload } => {
+                let n = input.len().min(remaining(header, payload.len() as u64));
+                append_unmasked(payload, &input[..n], header.mask);
+                Ok(n)
+            }
+            FrameState::Data { header, received } => {
+                let n = input.len().min(remaining(header, *received));
+                let message = self
+                    .message
+                    .as_mut()
+                    .expect("bug: a data frame is read only inside a message");
+                let offset = *received as usize;
+                *received += n as u64;
+                let from = message.data.len();
+                message.data.extend_from_slice(&input[..n]);
+                if let Some(key) = header.mask {
+                    apply_mask(&mut message.data[from..], key, offset);
+                }
+                // §8.1: fail as soon as the text can no longer become valid UTF-8.
+                if message.opcode == OpCode::Text {
+                    message.utf8.feed(&message.data)?;
+                }
+                Ok(n)
             }
         }
-        Ok(n)
     }
 
-    /// Handles a frame whose payload has fully arrived.
-    fn finish_frame(&mut self) -> Result<Option<Event>, ProtocolError> {
-        let Some(frame) = self.frame.take() else {
-            return Ok(None);
+    /// If the frame's payload has fully arrived, finishes the frame and
+    /// returns the event it completes, if any (a non-final fragment
+    /// completes none).
+    fn finish_frame_if_complete(&mut self) -> Result<Option<Event>, ProtocolError> {
+        let complete = match &self.frame {
+            FrameState::Header { .. } => false,
+            FrameState::Control { header, payload } => payload.len() as u64 == header.payload_len,
+            FrameState::Data { header, received } => *received == header.payload_len,
         };
-        let header = frame.header;
-        if header.opcode.is_control() {
-            self.trace(&header, &self.control);
-            let payload = std::mem::take(&mut self.control);
-            return Ok(Some(match header.opcode {
-                OpCode::Ping => Event::Ping(payload),
-                OpCode::Pong => Event::Pong(payload),
-                _ => Event::Close(parse_close_payload(&payload)?),
-            }));
+        if !complete {
+            return Ok(None);
         }
-        let Some(message) = self.message.as_ref() else {
-            return Ok(None);
-        };
-        self.trace(&header, &message.data[frame.start..]);
+        match std::mem::replace(&mut self.frame, FrameState::new_header()) {
+            FrameState::Control { header, payload } => {
+                self.trace(&header, &payload);
+                Ok(Some(match header.opcode {
+                    OpCode::Ping => Event::Ping(payload),
+                    OpCode::Pong => Event::Pong(payload),
+                    _ => Event::Close(parse_close_payload(&payload)?),
+                }))
+            }
+            FrameState::Data { header, .. } => self.finish_data_frame(&header),
+            FrameState::Header { .. } => unreachable!("bug: checked above"),
+        }
+    }
+
+    /// A data frame is complete: if it was the last fragment (FIN), so is
+    /// the message.
+    fn finish_data_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, ProtocolError> {
+        let message = self
+            .message
+            .as_ref()
+            .expect("bug: a data frame is read only inside a message");
+        let payload_len = header.payload_len as usize; // within max_message, checked
+        self.trace(header, &message.data[message.data.len() - payload_len..]);
         if !header.fin {
             return Ok(None);
         }
-        let Some(mut message) = self.message.take() else {
-            return Ok(None);
-        };
-        if message.opcode == OpCode::Binary {
-            return Ok(Some(Event::Message(Message::Binary(message.data))));
-        }
-        message.utf8.finish(&message.data)?;
-        let text = String::from_utf8(message.data).map_err(|_| ProtocolError::InvalidUtf8)?;
-        Ok(Some(Event::Message(Message::Text(text))))
+        let message = self.message.take().expect("bug: checked above");
+        Ok(Some(Event::Message(match message.opcode {
+            OpCode::Text => Message::Text(message.utf8.finish(message.data)?),
+            _ => Message::Binary(message.data),
+        })))
     }
 
     /// One annotated line per received frame, at `trace` level.
     fn trace(&self, header: &FrameHeader, payload: &[u8]) {
-        log::trace!("{} -> {header} payload={}", self.peer, preview(payload));
+        log::trace!("{} -> {header} payload={}", self.name, preview(payload));
     }
 }
 
-/// A frame's declared payload length, which [`Receiver::check_size`] has
-/// already held against `max_message`.
-fn payload_len(header: &FrameHeader) -> usize {
-    usize::try_from(header.payload_len).unwrap_or(usize::MAX)
+/// The events that one call to [`MessageReader::read`] completes.
+#[derive(Debug)]
+pub struct Events<'a> {
+    reader: &'a mut MessageReader,
+    bytes: &'a [u8],
+    failed: bool,
 }
 
-/// Makes room in `buffer` for `more` bytes: doubles its capacity, as a `Vec`
-/// does, but never past `limit`, where the frame being read ends.
-///
-/// Plain doubling overshoots. A 16 MiB message read in pieces would end in
-/// a 32 MiB buffer, too big for glibc's allocator to keep for reuse, so
-/// every such message would get fresh memory from the kernel, each page
-/// faulted in and zeroed. Capped, the buffer ends exactly as big as the
-/// message. It still only grows as bytes arrive: a header alone, however
-/// long the payload it announces, allocates nothing.
-fn reserve_up_to(buffer: &mut Vec<u8>, more: usize, limit: usize) {
-    let needed = buffer.len() + more;
-    if needed > buffer.capacity() {
-        let target = buffer.capacity().saturating_mul(2).min(limit).max(needed);
-        buffer.reserve_exact(target - buffer.len());
+impl Iterator for Events<'_> {
+    type Item = Result<Event, ProtocolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.reader.read_one(self.bytes) {
+            Ok((used, event)) => {
+                self.bytes = &self.bytes[used..];
+                event.map(Ok)
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(error))
+            }
+        }
     }
 }
 
-/// Appends `bytes` to `target` and unmasks them there; `offset` is where
-/// they start in the frame's payload.
-fn append_unmasked(target: &mut Vec<u8>, bytes: &[u8], key: [u8; 4], offset: usize) {
+/// How many payload bytes of the frame are still to come, as a `usize`.
+fn remaining(header: &FrameHeader, received: u64) -> usize {
+    usize::try_from(header.payload_len - received).unwrap_or(usize::MAX)
+}
+
+/// Appends `bytes` to `target` and unmasks them there (if masked); the
+/// control payload being collected starts at offset 0 of the frame.
+fn append_unmasked(target: &mut Vec<u8>, bytes: &[u8], mask: Option<[u8; 4]>) {
     let from = target.len();
     target.extend_from_slice(bytes);
-    apply_mask(&mut target[from..], key, offset);
+    if let Some(key) = mask {
+        apply_mask(&mut target[from..], key, from);
+    }
 }
 
 /// The first 16 bytes of a payload in hex, for the `trace` log.
@@ -321,21 +375,25 @@ mod tests {
         out
     }
 
-    fn receiver() -> Receiver {
-        Receiver::new(1 << 20, "test")
+    fn reader_of(max_message: usize) -> MessageReader {
+        MessageReader::new(Role::Server, max_message, "test")
+    }
+
+    fn receiver() -> MessageReader {
+        reader_of(1 << 20)
     }
 
     /// Feeds `input` in pieces of `chunk` bytes; collects events until the
     /// first error.
-    fn feed(rx: &mut Receiver, input: &[u8], chunk: usize) -> Result<Vec<Event>, ProtocolError> {
+    fn feed(
+        rx: &mut MessageReader,
+        input: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<Event>, ProtocolError> {
         let mut events = Vec::new();
         for piece in input.chunks(chunk.max(1)) {
-            let mut rest = piece;
-            while !rest.is_empty() {
-                let (used, event) = rx.receive(rest)?;
-                assert!(used > 0 || event.is_some(), "no progress");
-                events.extend(event);
-                rest = &rest[used..];
+            for event in rx.read(piece) {
+                events.push(event?);
             }
         }
         Ok(events)
@@ -387,7 +445,7 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536, (1 << 20) + 1] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let bytes = client_frame(true, OpCode::Binary, &payload);
-            let mut rx = Receiver::new(2 << 20, "test");
+            let mut rx = reader_of(2 << 20);
             let got = feed(&mut rx, &bytes, 4096);
             assert_eq!(
                 got,
@@ -398,21 +456,14 @@ mod tests {
     }
 
     #[test]
-    fn a_large_message_ends_in_a_buffer_of_its_own_size() {
-        let len = (1 << 20) + 1;
-        let bytes = client_frame(true, OpCode::Binary, &vec![1; len]);
-        let mut rx = Receiver::new(2 << 20, "test");
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let piece = &rest[..rest.len().min(1000)];
-            let (used, event) = rx.receive(piece).unwrap();
-            rest = &rest[used..];
-            if let Some(Event::Message(Message::Binary(data))) = event {
-                assert_eq!((data.len(), data.capacity()), (len, len));
-                return;
-            }
-        }
-        panic!("no message");
+    fn a_client_refuses_masked_frames_and_reads_unmasked_ones() {
+        let mut rx = MessageReader::new(Role::Client, 1 << 20, "test");
+        // §5.7: "A single-frame unmasked text message".
+        let hello = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(feed(&mut rx, &hello, 1), Ok(vec![text("Hello")]));
+        let err = feed(&mut rx, &client_frame(true, OpCode::Text, b"hi"), 8).unwrap_err();
+        assert_eq!(err, ProtocolError::MaskedFrame);
+        assert_eq!(err.close_code(), 1002);
     }
 
     #[test]
@@ -503,7 +554,7 @@ mod tests {
 
     #[test]
     fn message_over_the_limit_is_refused_on_its_header() {
-        let mut rx = Receiver::new(1000, "test");
+        let mut rx = reader_of(1000);
         // Only the header of a frame that declares 1001 bytes: refused at once.
         let header = &client_frame(true, OpCode::Binary, &[0; 1001])[..8];
         let err = feed(&mut rx, header, header.len()).unwrap_err();
@@ -519,7 +570,7 @@ mod tests {
 
     #[test]
     fn reassembled_message_over_the_limit_is_1009() {
-        let mut rx = Receiver::new(1000, "test");
+        let mut rx = reader_of(1000);
         let mut bytes = client_frame(false, OpCode::Binary, &[0; 600]);
         bytes.extend(client_frame(true, OpCode::Continuation, &[0; 401]));
         let err = feed(&mut rx, &bytes, bytes.len()).unwrap_err();
@@ -528,7 +579,7 @@ mod tests {
 
     #[test]
     fn message_of_exactly_the_limit_is_accepted() {
-        let mut rx = Receiver::new(1000, "test");
+        let mut rx = reader_of(1000);
         let bytes = client_frame(true, OpCode::Binary, &[7; 1000]);
         assert_eq!(
             feed(&mut rx, &bytes, 100),
@@ -547,7 +598,20 @@ mod tests {
             Err(ProtocolError::MessageTooBig { .. })
         ));
         assert!(feed(&mut rx, &bytes, 1).is_err());
-        assert_eq!(rx.control.capacity(), 0);
+        assert!(rx.message.is_none());
+    }
+
+    #[test]
+    fn iteration_stops_at_the_first_error() {
+        let mut bytes = client_frame(true, OpCode::Text, b"ok");
+        bytes.extend([0x83, 0x80, 0, 0, 0, 0]); // reserved opcode 0x3
+        bytes.extend(client_frame(true, OpCode::Text, b"never"));
+        let mut rx = receiver();
+        let got: Vec<_> = rx.read(&bytes).collect();
+        assert_eq!(
+            got,
+            vec![Ok(text("ok")), Err(ProtocolError::ReservedOpcode(3))]
+        );
     }
 
     #[test]

@@ -1,27 +1,37 @@
-//! The TCP accept loop: one OS thread per client.
+//! The TCP accept loop, one OS thread per client, and the graceful stop.
 //!
 //! [`serve`] accepts connections and hands each to its own thread, named
 //! after the client (`ID54321`). That thread reads the opening request
 //! ([`crate::handshake`]). A plain HTTP request gets the chat page (or 404
-//! or 405); an upgrade request gets `101 Switching Protocols`, a place in
-//! the client table ([`crate::room`]), and the connection's reading loop
-//! ([`crate::connection::run`]) until the client leaves.
+//! or 405); an upgrade request gets a [`Connection`] whose first queued
+//! bytes are the `101 Switching Protocols`, a writer thread, a place in the
+//! room ([`crate::chat`]), and the reader loop ([`connection::run`]) until
+//! the client leaves.
+//!
+//! [`Server::stop`] is the graceful stop of SIGINT and SIGTERM: no new
+//! connections, a close frame with 1001 (Going Away) to every client, and a
+//! short wait for their replies.
 
+use crate::chat::{Chat, client_name, max_queued};
 use crate::config::Config;
-use crate::connection::{Peer, RequestError, read_request, run, send_http};
+use crate::connection::{self, Connection, RequestError, read_request, send_http, start_writer};
+use crate::error::code;
+use crate::frame::Role;
 use crate::handshake::{self, HandshakeError, Request, error_response, http_response};
-use crate::message::Receiver;
-use crate::room::{ClientTable, client_count, join, new_table, notify};
+use crate::session::{Session, Settings};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Stack size of a client thread. The default 2 MiB is address space wasted
 /// on a thread that only parses frames; 128 KiB leaves plenty of headroom.
 pub const CLIENT_STACK_SIZE: usize = 128 * 1024;
+
+/// How long a graceful stop waits for clients to answer its close frames.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The chat page, built into the binary so that it runs from anywhere.
 pub const PAGE: &str = include_str!("../www/index.html");
@@ -31,19 +41,22 @@ pub const PAGE: &str = include_str!("../www/index.html");
 pub struct Server {
     /// The options it was started with.
     pub config: Config,
-    /// Every upgraded client.
-    pub clients: ClientTable,
+    /// The room: every upgraded client.
+    pub chat: Chat,
     /// Connections open right now, handshaking or upgraded.
     connections: AtomicUsize,
+    /// Set by [`Server::stop`]: accept no more.
+    stopping: AtomicBool,
 }
 
 impl Server {
     /// A server with no connections yet.
     pub fn new(config: Config) -> Server {
         Server {
+            chat: Chat::new(config.echo),
             config,
-            clients: new_table(),
             connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -52,15 +65,50 @@ impl Server {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// How many clients are in the client table.
+    /// How many clients are in the room.
     pub fn client_count(&self) -> usize {
-        client_count(&self.clients)
+        self.chat.client_count()
     }
+
+    /// Stops gracefully: no new connections, close 1001 (Going Away) to
+    /// every client, then waits at most [`STOP_TIMEOUT`] for them to leave.
+    /// `listening` is the address [`serve`] accepts on: a connection to it
+    /// wakes the accept loop so that it sees the stop.
+    pub fn stop(&self, listening: SocketAddr) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&reachable(listening), Duration::from_secs(1));
+        let clients = self.chat.clients();
+        log::info!("stopping: sending close 1001 to {} clients", clients.len());
+        for client in &clients {
+            client.close(code::GOING_AWAY, "server stopping");
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while self.client_count() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        match self.client_count() {
+            0 => log::info!("stopped: every client closed"),
+            n => log::info!("stopped: {n} clients did not close within {STOP_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// An address a connection can reach `addr` at: a server listening on every
+/// interface (`0.0.0.0`) is reached through the loopback interface.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 /// Binds `config.listen` and serves on a background thread; returns the
 /// address bound (useful with port 0) and the shared state. For tests and
-/// for embedding; `main` calls [`serve`] directly.
+/// for embedding; `main` calls [`serve`] itself.
 pub fn start(config: Config) -> io::Result<(SocketAddr, Arc<Server>)> {
     let listener = TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
@@ -72,9 +120,12 @@ pub fn start(config: Config) -> io::Result<(SocketAddr, Arc<Server>)> {
     Ok((addr, server))
 }
 
-/// Accepts connections forever, one thread each.
+/// Accepts connections, one thread each, until the server stops.
 pub fn serve(listener: TcpListener, server: Arc<Server>) {
     for stream in listener.incoming() {
+        if server.stopping.load(Ordering::SeqCst) {
+            break; // dropping the listener closes the port
+        }
         match stream {
             Ok(stream) => spawn_client(stream, &server),
             Err(e) => {
@@ -93,20 +144,19 @@ fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
     let Ok(addr) = stream.peer_addr() else {
         return; // Reset before we got to it: nothing to serve.
     };
-    // The contract names a client after its port: 127.0.0.1:54321 is ID54321.
-    let id = format!("ID{}", addr.port());
+    let name = client_name(addr);
     let shared = Arc::clone(server);
     let slot = ConnectionSlot::take(Arc::clone(server));
     // The thread is started first and handed the stream once it exists, so
     // that if it cannot be started we still hold the stream and can answer.
     let (hand_over, receive) = mpsc::sync_channel::<TcpStream>(1);
     let spawned = thread::Builder::new()
-        .name(id.clone())
+        .name(name.clone())
         .stack_size(CLIENT_STACK_SIZE)
         .spawn(move || {
             let _slot = slot;
             if let Ok(stream) = receive.recv() {
-                handle_client(stream, addr, id, &shared);
+                handle_client(stream, addr, name, &shared);
             }
         });
     match spawned {
@@ -115,8 +165,8 @@ fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
         }
         Err(e) => {
             log::warn!(
-                "ID{}: no thread for a new client, refused with 503: {e}",
-                addr.port()
+                "{}: no thread for a new client, refused with 503: {e}",
+                client_name(addr)
             );
             refuse_without_thread(&stream);
         }
@@ -157,88 +207,98 @@ impl Drop for ConnectionSlot {
 }
 
 /// Everything one client thread does, from the first byte to the last.
-fn handle_client(stream: TcpStream, addr: SocketAddr, id: String, server: &Server) {
+fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Server) {
     let config = &server.config;
     let _ = stream.set_nodelay(true);
     let (request, pending) = match read_request(&stream, config.handshake_timeout) {
         Ok(read) => read,
-        Err(RequestError::Invalid(error)) => return refuse(&stream, &id, &error),
+        Err(RequestError::Invalid(error)) => return refuse(&stream, &name, &error),
         // RFC 6455 sets no time limit; wschat does (§10.4 asks servers to
         // limit what one client can hold), and a 408 tells a human at a
         // terminal what happened.
-        Err(RequestError::TimedOut) => return refuse(&stream, &id, &HandshakeError::TimedOut),
+        Err(RequestError::TimedOut) => return refuse(&stream, &name, &HandshakeError::TimedOut),
         // Browsers open spare connections they may never use: not news.
-        Err(e @ RequestError::Closed(0)) => return log::debug!("{id}: {e}"),
-        Err(e) => return log::info!("{id}: handshake not completed: {e}"),
+        Err(e @ RequestError::Closed(0)) => return log::debug!("{name}: {e}"),
+        Err(e) => return log::info!("{name}: handshake not completed: {e}"),
     };
     log::debug!(
-        "{id}: request {} {} {:?}",
+        "{name}: request {} {} {:?}",
         request.method,
         request.path,
         request.headers
     );
     if !request.wants_upgrade() {
-        return serve_http(&stream, &id, &request);
+        return serve_http(&stream, &name, &request);
     }
-    if server.connections() > config.max_clients {
-        return refuse(&stream, &id, &HandshakeError::TooManyClients);
+    if server.connections() > config.max_clients || server.stopping.load(Ordering::SeqCst) {
+        return refuse(&stream, &name, &HandshakeError::TooManyClients);
     }
     let response = match handshake::validate(&request, &config.allow_origins) {
-        Ok(response) => response,
-        Err(error) => return refuse(&stream, &id, &error),
+        Ok(response) => response.to_bytes(),
+        Err(error) => return refuse(&stream, &name, &error),
     };
-    let bytes = response.to_bytes();
-    log::debug!("{id}: response {:?}", String::from_utf8_lossy(&bytes));
-    if let Err(e) = (&stream).write_all(&bytes) {
-        return log::info!("{id}: could not send the handshake response: {e}");
-    }
-    // The outbox may hold sixteen of the largest messages (at least 16 MiB)
-    // before the client counts as too slow: enough for a reader that keeps
-    // up with bursts, a cap on what one that cannot keep up can pin in memory.
-    let max_queued = config.max_message.saturating_mul(16).max(16 << 20);
-    let peer = match Peer::new(id.clone(), stream, config.write_timeout, max_queued) {
-        Ok(peer) => Arc::new(peer),
-        Err(e) => return log::warn!("{id}: {e}"),
+    log::debug!("{name}: response {:?}", String::from_utf8_lossy(&response));
+    let settings = Settings {
+        max_message: config.max_message,
+        max_queued: max_queued(config),
+        ping_interval: config.ping_interval,
+        mask_key: None,
     };
-    let member = join(&server.clients, addr, Arc::clone(&peer));
-    log::info!("{id} connected ({} clients)", server.client_count());
-    let receiver = Receiver::new(config.max_message, &id);
-    // Messages come in batches: all those that one read completed, in order.
-    let ending = run(&peer, receiver, pending, config.ping_interval, |messages| {
-        if config.echo {
-            peer.send_messages(messages)
-        } else {
-            notify(&server.clients, &id, &messages);
-            Ok(())
+    let mut session = Session::new(Role::Server, &name, settings, Instant::now());
+    // The 101 goes out first, ahead of every broadcast queued once the
+    // client is in the table: a client receives every message broadcast
+    // after its 101 reached it.
+    session.send_handshake(response);
+    let connection = Arc::new(Connection::new(
+        name.clone(),
+        stream,
+        session,
+        config.write_timeout,
+    ));
+    let writer = match start_writer(&connection) {
+        Ok(writer) => writer,
+        Err(e) => {
+            log::warn!("{name}: no thread for its writer: {e}");
+            let error = HandshakeError::TooManyClients;
+            return refuse(connection.stream(), &name, &error);
         }
+    };
+    let member = server.chat.join(addr, Arc::clone(&connection));
+    log::info!("{name} connected ({} clients)", server.client_count());
+    let ending = connection::run(&connection, &pending, |message| {
+        server.chat.on_message(&connection, message)
     });
-    // Leave the table at once, then close TCP the polite way, which can
-    // take a moment (§7.1.1, `Peer::close_tcp`).
+    // Leave the room at once, then close TCP the polite way, which can
+    // take a moment (§7.1.1).
     drop(member);
-    log::info!("{id} disconnected: {ending}");
-    peer.close_tcp();
+    log::info!("{name} disconnected: {ending}");
+    connection::finish(&connection, writer);
 }
 
 /// Plain HTTP on the same port: `GET /` is the chat page.
-fn serve_http(stream: &TcpStream, id: &str, request: &Request) {
+fn serve_http(stream: &TcpStream, name: &str, request: &Request) {
     if request.method != "GET" {
         return refuse(
             stream,
-            id,
+            name,
             &HandshakeError::MethodNotAllowed(request.method.clone()),
         );
     }
     let path = request.path.split('?').next().unwrap_or("");
     if path != "/" {
-        return refuse(stream, id, &HandshakeError::NotFound(request.path.clone()));
+        return refuse(
+            stream,
+            name,
+            &HandshakeError::NotFound(request.path.clone()),
+        );
     }
-    log::info!("{id}: GET / (the chat page)");
+    log::info!("{name}: GET / (the chat page)");
     let response = http_response((200, "OK"), "text/html; charset=utf-8", "", PAGE.as_bytes());
     let _ = send_http(stream, &response);
 }
 
 /// Answers a refused handshake with its HTTP status and closes.
-fn refuse(stream: &TcpStream, id: &str, error: &HandshakeError) {
-    log::info!("{id}: handshake refused: {} {error}", error.status().0);
+fn refuse(stream: &TcpStream, name: &str, error: &HandshakeError) {
+    log::info!("{name}: handshake refused: {} {error}", error.status().0);
     let _ = send_http(stream, &error_response(error));
 }

@@ -9,6 +9,8 @@ use common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -227,6 +229,11 @@ fn heavy_mixed_load_delivers_every_message_once_in_order() {
     const SENDERS: usize = 6;
     const LISTENERS: usize = 10;
     const MESSAGES: usize = 150;
+    // Each sender keeps at most this many of its messages in flight, as a
+    // chat client does. A sender that floods faster than the others can
+    // read fills their queues past the slow-client budget, and they are
+    // dropped: a broadcast never waits for a reader (the contract).
+    const WINDOW: usize = 4;
     let server = ServerProcess::start(&["--max-message", "300000"]);
     let total = SENDERS * MESSAGES;
     let clients: Vec<TcpStream> = (0..SENDERS + LISTENERS)
@@ -235,9 +242,15 @@ fn heavy_mixed_load_delivers_every_message_once_in_order() {
     let mut readers = Vec::new();
     for (index, stream) in clients.into_iter().enumerate() {
         let mut writer = stream.try_clone().unwrap();
+        // How many of its own messages this client has received back.
+        let own_received = Arc::new(AtomicUsize::new(0));
         if index < SENDERS {
+            let own_received = Arc::clone(&own_received);
             thread::spawn(move || {
                 for seq in 0..MESSAGES {
+                    while seq - own_received.load(Ordering::SeqCst) >= WINDOW {
+                        thread::sleep(Duration::from_millis(1));
+                    }
                     // Small and large, text and binary, mixed.
                     let len = [3, 100, 2_000, 70_000, 250_000][(seq * 7 + index) % 5];
                     let first = if seq % 3 == 0 { BINARY } else { TEXT };
@@ -259,6 +272,9 @@ fn heavy_mixed_load_delivers_every_message_once_in_order() {
                 let expected = next.entry(sender).or_insert(0);
                 assert_eq!(seq, *expected, "sender {sender} out of order or duplicated");
                 *expected += 1;
+                if sender == index {
+                    own_received.fetch_add(1, Ordering::SeqCst);
+                }
             }
             next
         }));

@@ -5,10 +5,11 @@
 
 use proptest::prelude::*;
 use wschat::error::ProtocolError;
+use wschat::frame::Role;
 use wschat::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use wschat::handshake::{Parse, parse_request};
 use wschat::mask::apply_mask;
-use wschat::message::{Event, Receiver};
+use wschat::message::{Event, MessageReader};
 
 /// Enough cases to matter, few enough to run in seconds in a debug build.
 fn config(cases: u32) -> ProptestConfig {
@@ -22,7 +23,7 @@ fn config(cases: u32) -> ProptestConfig {
 /// Feeds `input` to a fresh receiver in pieces cut at `cuts`; returns the
 /// events up to the first error, and the error.
 fn receive_split(input: &[u8], cuts: &[usize], max: usize) -> (Vec<Event>, Option<ProtocolError>) {
-    let mut receiver = Receiver::new(max, "prop");
+    let mut reader = MessageReader::new(Role::Server, max, "prop");
     let mut events = Vec::new();
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
     points.push(0);
@@ -30,15 +31,9 @@ fn receive_split(input: &[u8], cuts: &[usize], max: usize) -> (Vec<Event>, Optio
     points.sort_unstable();
     points.dedup();
     for piece in points.windows(2).map(|w| &input[w[0]..w[1]]) {
-        let mut rest = piece;
-        while !rest.is_empty() {
-            match receiver.receive(rest) {
-                Ok((used, event)) => {
-                    assert!(used > 0 || event.is_some(), "receiver made no progress");
-                    assert!(used <= rest.len());
-                    events.extend(event);
-                    rest = &rest[used..];
-                }
+        for event in reader.read(piece) {
+            match event {
+                Ok(event) => events.push(event),
                 Err(e) => return (events, Some(e)),
             }
         }

@@ -8,7 +8,8 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
-use wschat::message::{Event, Receiver};
+
+use wschat::message::{Event, MessageReader};
 
 /// Runs each function (which returns how many units it processed) for a
 /// while and returns units per second for each: the median of seven
@@ -81,20 +82,16 @@ fn client_frames(opcode: u8, size: usize, count: usize) -> Vec<u8> {
     out
 }
 
-/// Decodes all of `bytes` with wschat's `Receiver`, handing it at most
+/// Decodes all of `bytes` with wschat's `MessageReader`, handing it at most
 /// `READ_BUFFER_SIZE` bytes at a time, as the server's reading loop does.
-fn wschat_decode(rx: &mut Receiver, bytes: &[u8]) -> u64 {
+fn wschat_decode(rx: &mut MessageReader, bytes: &[u8]) -> u64 {
     let mut events = 0;
     for chunk in bytes.chunks(wschat::connection::READ_BUFFER_SIZE) {
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let (used, event) = rx.receive(rest).expect("valid frames");
-            rest = &rest[used..];
-            if let Some(event) = event {
-                assert!(matches!(event, Event::Message(_)));
-                black_box(event);
-                events += 1;
-            }
+        for event in rx.read(chunk) {
+            let event = event.expect("valid frames");
+            assert!(matches!(event, Event::Message(_)));
+            black_box(event);
+            events += 1;
         }
     }
     events
@@ -190,7 +187,11 @@ pub fn run(quick: bool) -> Vec<Row> {
 /// masked client frames of `size` bytes each.
 fn decode_rates(sample: Duration, first_byte: u8, size: usize, count: usize) -> [f64; 2] {
     let bytes = client_frames(first_byte, size, count);
-    let mut rx = Receiver::new((size * count).max(1 << 20), "bench");
+    let mut rx = MessageReader::new(
+        wschat::frame::Role::Server,
+        (size * count).max(1 << 20),
+        "bench",
+    );
     let measured = rates(
         sample,
         vec![

@@ -1,0 +1,1013 @@
+//! The session (RFC 6455 §5-§7): what one end of a connection must do,
+//! with no socket in sight.
+//!
+//! A [`Session`] is handed the bytes that arrived ([`Session::receive_data`])
+//! and the time; it answers with the messages they completed, and keeps a
+//! queue of bytes to send ([`Session::take_outgoing`]). Everything the RFC
+//! asks an endpoint to do by itself happens here:
+//!
+//! - answer a ping with a pong (§5.5.2); several pings may get one pong, for
+//!   the latest (§5.5.3), so pings never pile up pongs;
+//! - answer a close frame with a close frame (§5.5.1), and send nothing
+//!   after a close: no data frame, no pong;
+//! - fail the connection with the right close code when the other side
+//!   breaks a rule (§7.1.7);
+//! - read nothing after the close (§1.4: the close is the last frame);
+//! - keep-alive: ping every interval, and close with 1008 a peer that has
+//!   not answered a ping by the next one, whatever else it sends;
+//! - bound what waits to be sent, so that a peer that stops reading cannot
+//!   make the queue grow without limit.
+//!
+//! The caller (the blocking layer, [`crate::connection`]) only moves bytes
+//! and keeps time: it reads the socket into `receive_data`, writes what
+//! `take_outgoing` returns, and closes TCP when the session is
+//! [`State::Closed`]. Time is an argument (`now`), never read from the clock
+//! here, so the tests below run keep-alive and close timeouts with a fake
+//! clock, in microseconds.
+//!
+//! The state mirrors a browser's `WebSocket.readyState` once the handshake
+//! is done:
+//!
+//! ```text
+//!   (handshake: CONNECTING)
+//!            |
+//!            v                 we send a close
+//!          OPEN  ---------------------------------------+
+//!            |                                          v
+//!            | a close arrives (we answer it),       CLOSING  (waiting for
+//!            | a protocol error (we send the code),     |      the reply)
+//!            | the peer closes TCP, or a write fails    | the reply arrives,
+//!            v                                          | or the close timeout
+//!         CLOSED  <-------------------------------------+
+//!            |
+//!            v  the caller sends what is queued, then closes TCP
+//! ```
+//!
+//! Which side we are ([`Role`]) is a parameter: a server requires masked
+//! frames and sends unmasked ones, a client the other way round (§5.1).
+
+use crate::close::{CloseFrame, close_payload, reply_payload};
+use crate::error::{ProtocolError, code};
+use crate::frame::{FrameHeader, OpCode, Role};
+use crate::mask::apply_mask;
+use crate::message::{Event, Message, MessageReader, preview};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The payload of the keep-alive pings; a pong must carry it back (§5.5.3:
+/// a pong has "identical Application data" to the ping it answers).
+pub const PING_PAYLOAD: &[u8] = b"wschat";
+
+/// How long we wait for the other side's close frame after sending ours.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a queued frame costs in memory beyond its bytes: its place in the
+/// queue, the shared payload's reference count, and the allocator's
+/// bookkeeping for the header and the payload. Counting it means that a
+/// queue of a million empty frames costs what it really costs, not zero.
+pub const FRAME_OVERHEAD: usize = 128;
+
+/// The connection's state, as a browser's `readyState` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and are waiting for the other side's.
+    Closing,
+    /// The closing handshake is over (or the connection failed): nothing
+    /// more is read; the caller sends what is queued and closes TCP.
+    Closed,
+}
+
+/// What a session is allowed to hold and how it keeps time.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The largest message accepted, after reassembly (1009 above it).
+    pub max_message: usize,
+    /// The most the queue of bytes to send may cost (see
+    /// [`FRAME_OVERHEAD`]) before the peer counts as too slow.
+    pub max_queued: usize,
+    /// Ping every interval; `None` turns keep-alive off.
+    pub ping_interval: Option<Duration>,
+    /// Where a client's masking keys come from (§5.3: they must be
+    /// unpredictable). A server never masks: `None`.
+    pub mask_key: Option<fn() -> [u8; 4]>,
+}
+
+/// Bytes waiting to be sent: a frame's header and its payload, or (once,
+/// first) the handshake's response as a header with no payload.
+///
+/// The payload is shared: a broadcast encodes a message once, and every
+/// recipient's queue holds the same bytes. It is an `Arc<Vec<u8>>` rather
+/// than an `Arc<[u8]>` because a `Vec` moves into it without being copied.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The frame header (or the whole HTTP response).
+    pub header: Vec<u8>,
+    /// The payload, sent right after the header.
+    pub payload: Arc<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// How many bytes this puts on the wire.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+
+    /// Whether it puts no bytes on the wire at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What it costs while it waits in the queue.
+    fn cost(&self) -> usize {
+        self.len() + FRAME_OVERHEAD
+    }
+}
+
+/// Why a connection ended; the first reason is kept, so the log says what
+/// really happened first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer started the closing handshake, and we answered.
+    ClosedByPeer(Option<CloseFrame>),
+    /// We started the closing handshake with this code and reason.
+    ClosedByUs(u16, String),
+    /// The peer broke the protocol; we sent the error's close code.
+    Failed(ProtocolError),
+    /// The peer did not answer a ping by the next one; we sent 1008.
+    PingTimeout,
+    /// TCP ended without a closing handshake.
+    Dropped,
+    /// We gave up on the peer: too slow to read, or a failed write.
+    GivenUp(String),
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::ClosedByPeer(Some(frame)) => {
+                write!(f, "closed by client with {} {:?}", frame.code, frame.reason)
+            }
+            Ending::ClosedByPeer(None) => write!(f, "closed by client without a code"),
+            Ending::ClosedByUs(code, reason) => {
+                write!(f, "closed by the server with {code} {reason:?}")
+            }
+            Ending::Failed(e) => write!(f, "failed with {}: {e}", e.close_code()),
+            Ending::PingTimeout => write!(f, "no pong within the ping interval"),
+            Ending::Dropped => write!(f, "connection dropped without a close frame"),
+            Ending::GivenUp(why) => write!(f, "dropped by the server: {why}"),
+        }
+    }
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// The connection is closing or closed (§5.5.1: no data after a close).
+    NotOpen,
+    /// The queue was full: the peer has been given up on.
+    TooSlow,
+}
+
+/// Keep-alive, as two deadlines on the caller's clock.
+#[derive(Debug)]
+struct KeepAlive {
+    interval: Duration,
+    /// When the next ping is due (and an unanswered one runs out).
+    next_ping: Instant,
+    /// Whether a ping is out and not yet answered.
+    awaiting_pong: bool,
+}
+
+/// One end of a WebSocket connection, after the handshake.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    /// Names the peer in `trace` log lines.
+    name: String,
+    settings: Settings,
+    state: State,
+    reader: MessageReader,
+    queue: VecDeque<Outgoing>,
+    /// What `queue` costs, in bytes (see [`FRAME_OVERHEAD`]).
+    queued_cost: usize,
+    /// The payload of the latest ping not yet answered (§5.5.3).
+    pong: Option<Vec<u8>>,
+    keepalive: Option<KeepAlive>,
+    /// While [`State::Closing`]: when we stop waiting for the peer's close.
+    close_deadline: Option<Instant>,
+    ending: Option<Ending>,
+    /// Set by [`give_up`](Self::give_up): the connection ends without ceremony.
+    given_up: bool,
+}
+
+impl Session {
+    /// A session for `role`'s end of an open connection to `name`, starting
+    /// its clocks at `now`.
+    pub fn new(role: Role, name: &str, settings: Settings, now: Instant) -> Session {
+        let keepalive = settings.ping_interval.map(|interval| KeepAlive {
+            interval,
+            next_ping: now + interval,
+            awaiting_pong: false,
+        });
+        Session {
+            role,
+            name: name.to_string(),
+            reader: MessageReader::new(role, settings.max_message, name),
+            settings,
+            state: State::Open,
+            queue: VecDeque::new(),
+            queued_cost: 0,
+            pong: None,
+            keepalive,
+            close_deadline: None,
+            ending: None,
+            given_up: false,
+        }
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Why the connection ended (or is ending), once it has a reason.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.ending.as_ref()
+    }
+
+    // ----- bytes in ------------------------------------------------------
+
+    /// Reads `bytes` that arrived, reacts to every control frame
+    /// and error they complete, and returns the data messages, in order.
+    pub fn receive_data(&mut self, bytes: &[u8]) -> Vec<Message> {
+        let mut messages = Vec::new();
+        if self.state == State::Closed {
+            return messages; // nothing is read after the close
+        }
+        for event in self.events(bytes) {
+            match event {
+                Ok(Event::Message(message)) if self.state == State::Open => messages.push(message),
+                // While closing, data is read only to find the close reply.
+                Ok(Event::Message(_)) => {}
+                Ok(Event::Ping(payload)) => self.receive_ping(payload),
+                Ok(Event::Pong(payload)) => self.receive_pong(&payload),
+                Ok(Event::Close(frame)) => self.receive_close(frame),
+                Err(error) => self.fail(error),
+            }
+        }
+        messages
+    }
+
+    /// The events `bytes` complete, up to and including the first close
+    /// frame or error: what follows those is never read.
+    fn events(&mut self, bytes: &[u8]) -> Vec<Result<Event, ProtocolError>> {
+        let mut events = Vec::new();
+        for event in self.reader.read(bytes) {
+            let last = matches!(event, Ok(Event::Close(_)) | Err(_));
+            events.push(event);
+            if last {
+                break;
+            }
+        }
+        events
+    }
+
+    /// §5.5.2: a ping is answered with a pong carrying its payload. Only the
+    /// latest unanswered ping is kept (§5.5.3 allows it), and nothing is
+    /// sent after our close.
+    fn receive_ping(&mut self, payload: Vec<u8>) {
+        if self.state == State::Open {
+            self.pong = Some(payload);
+        }
+    }
+
+    /// A pong answers our keep-alive ping if it carries the ping's payload;
+    /// any other pong is an unsolicited heartbeat, which needs no answer.
+    fn receive_pong(&mut self, payload: &[u8]) {
+        if let Some(keepalive) = &mut self.keepalive
+            && payload == PING_PAYLOAD
+        {
+            keepalive.awaiting_pong = false;
+        }
+    }
+
+    /// §5.5.1: a close frame is answered with one, unless it answers ours.
+    fn receive_close(&mut self, frame: Option<CloseFrame>) {
+        if self.state == State::Open {
+            self.push_frame(OpCode::Close, Arc::new(reply_payload(&frame)));
+            self.end(Ending::ClosedByPeer(frame));
+        }
+        self.state = State::Closed;
+    }
+
+    /// §7.1.7 "_Fail the WebSocket Connection_": send a close frame with the
+    /// error's code (unless ours is already sent), then close TCP.
+    fn fail(&mut self, error: ProtocolError) {
+        if self.state == State::Open {
+            let payload = close_payload(error.close_code(), &error.to_string());
+            self.push_frame(OpCode::Close, Arc::new(payload));
+        }
+        self.end(Ending::Failed(error));
+        self.state = State::Closed;
+    }
+
+    /// The peer closed TCP (or the socket failed): the connection is over.
+    pub fn receive_eof(&mut self) {
+        self.end(Ending::Dropped);
+        self.state = State::Closed;
+    }
+
+    // ----- time ----------------------------------------------------------
+
+    /// The next time [`tick`](Self::tick) has something to do, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Open => self.keepalive.as_ref().map(|k| k.next_ping),
+            State::Closing => self.close_deadline,
+            State::Closed => None,
+        }
+    }
+
+    /// Acts on the deadlines that have passed by `now`: a keep-alive ping
+    /// is due, an unanswered one has run out (1008), or the peer did not
+    /// answer our close in time.
+    pub fn tick(&mut self, now: Instant) {
+        if self.state == State::Closing && self.close_deadline.is_some_and(|d| now >= d) {
+            self.state = State::Closed;
+        }
+        let Some(keepalive) = &mut self.keepalive else {
+            return;
+        };
+        if self.state != State::Open || now < keepalive.next_ping {
+            return;
+        }
+        keepalive.next_ping = now + keepalive.interval;
+        if keepalive.awaiting_pong {
+            self.end(Ending::PingTimeout);
+            self.close(code::POLICY_VIOLATION, "no pong", now);
+        } else {
+            keepalive.awaiting_pong = true;
+            self.push_frame(OpCode::Ping, Arc::new(PING_PAYLOAD.to_vec()));
+        }
+    }
+
+    // ----- bytes out -----------------------------------------------------
+
+    /// Queues the opening handshake's response (the `101`), so that it goes
+    /// out before any frame queued after it.
+    pub fn send_handshake(&mut self, response: Vec<u8>) {
+        self.push(Outgoing {
+            header: response,
+            payload: Arc::new(Vec::new()),
+        });
+    }
+
+    /// Queues a data message for the peer, as one frame.
+    pub fn send_message(&mut self, message: Message) -> Result<(), NotSent> {
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        };
+        self.send_shared(opcode, &Arc::new(payload))
+    }
+
+    /// Queues a data frame whose payload other sessions may share too (a
+    /// broadcast): the payload is not copied.
+    pub fn send_shared(&mut self, opcode: OpCode, payload: &Arc<Vec<u8>>) -> Result<(), NotSent> {
+        // §5.5.1: "After sending a Close frame, the endpoint MUST NOT send
+        // any more data frames."
+        if self.state != State::Open {
+            return Err(NotSent::NotOpen);
+        }
+        self.push_frame(opcode, Arc::clone(payload));
+        if self.state == State::Closed {
+            return Err(NotSent::TooSlow);
+        }
+        Ok(())
+    }
+
+    /// Starts the closing handshake (§7.1.2) with `code` and `reason`: our
+    /// close frame goes out, and the peer has [`CLOSE_TIMEOUT`] to answer.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        self.end(Ending::ClosedByUs(code, reason.to_string()));
+        self.push_frame(OpCode::Close, Arc::new(close_payload(code, reason)));
+        if self.state == State::Open {
+            self.state = State::Closing;
+            self.close_deadline = Some(now + CLOSE_TIMEOUT);
+        }
+    }
+
+    /// Gives up on the peer (a write failed or timed out, or the queue is
+    /// full): nothing more is sent, and what was queued is dropped.
+    pub fn give_up(&mut self, why: String) {
+        self.end(Ending::GivenUp(why));
+        self.given_up = true;
+        self.state = State::Closed;
+        self.queue.clear();
+        self.queued_cost = 0;
+        self.pong = None;
+    }
+
+    /// Whether [`give_up`](Self::give_up) was called: the caller closes TCP
+    /// at once, without sending anything more.
+    pub fn given_up(&self) -> bool {
+        self.given_up
+    }
+
+    /// Everything waiting to be sent, in order, leaving the queue empty.
+    /// A pong goes first: control frames may go between data frames (§5.5).
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        let mut out = Vec::with_capacity(self.queue.len() + 1);
+        if let Some(payload) = self.pong.take() {
+            out.push(self.frame(OpCode::Pong, Arc::new(payload)));
+        }
+        out.extend(self.queue.drain(..));
+        self.queued_cost = 0;
+        out
+    }
+
+    /// Whether anything is waiting to be sent.
+    pub fn has_outgoing(&self) -> bool {
+        self.pong.is_some() || !self.queue.is_empty()
+    }
+
+    /// Encodes a frame with `payload` and queues it.
+    fn push_frame(&mut self, opcode: OpCode, payload: Arc<Vec<u8>>) {
+        let frame = self.frame(opcode, payload);
+        self.push(frame);
+    }
+
+    /// Queues `outgoing`, unless that takes the queue past its bound: then
+    /// the peer is too slow, and is given up on.
+    fn push(&mut self, outgoing: Outgoing) {
+        let cost = outgoing.cost();
+        if self.queued_cost + cost > self.settings.max_queued {
+            let max = self.settings.max_queued;
+            self.give_up(format!("too slow: over {max} bytes waiting to be sent"));
+            return;
+        }
+        self.queued_cost += cost;
+        self.queue.push_back(outgoing);
+    }
+
+    /// One whole frame (FIN set), masked with a fresh key if we are the
+    /// client (§5.3), as bytes for the wire.
+    fn frame(&self, opcode: OpCode, payload: Arc<Vec<u8>>) -> Outgoing {
+        // §5.3: a fresh key for every frame.
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some((self
+                .settings
+                .mask_key
+                .expect("bug: a client needs mask keys"))()),
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        log::trace!("{} <- {header} payload={}", self.name, preview(&payload));
+        let payload = match mask {
+            None => payload,
+            Some(key) => {
+                let mut masked = payload.to_vec();
+                apply_mask(&mut masked, key, 0);
+                Arc::new(masked)
+            }
+        };
+        let mut bytes = Vec::new();
+        header.encode(&mut bytes);
+        Outgoing {
+            header: bytes,
+            payload,
+        }
+    }
+
+    /// Records why the connection ends, unless a reason is already known.
+    fn end(&mut self, ending: Ending) {
+        self.ending.get_or_insert(ending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const TEXT: u8 = 0x81;
+    const BINARY: u8 = 0x82;
+    const CLOSE: u8 = 0x88;
+    const PING: u8 = 0x89;
+    const PONG: u8 = 0x8A;
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// A masked frame as a client sends it: `first` is the whole first byte
+    /// (FIN, RSV, opcode).
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend((n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend((n as u64).to_be_bytes());
+            }
+        }
+        out.extend(KEY);
+        let start = out.len();
+        out.extend(payload);
+        apply_mask(&mut out[start..], KEY, 0);
+        out
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            max_message: 1000,
+            max_queued: 1 << 20,
+            ping_interval: None,
+            mask_key: None,
+        }
+    }
+
+    fn server_with(settings: Settings, now: Instant) -> Session {
+        Session::new(Role::Server, "test", settings, now)
+    }
+
+    fn server() -> Session {
+        server_with(settings(), Instant::now())
+    }
+
+    /// Everything the session wants to send, as the bytes on the wire.
+    fn sent(session: &mut Session) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for out in session.take_outgoing() {
+            bytes.extend(&out.header);
+            bytes.extend(out.payload.iter());
+        }
+        bytes
+    }
+
+    /// The server frames (unmasked) in `bytes`, as (first byte, payload).
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let Ok(Some((header, len))) = FrameHeader::parse(bytes) {
+            assert!(header.mask.is_none(), "a server frame is masked");
+            let end = len + header.payload_len as usize;
+            frames.push((bytes[0], bytes[len..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        assert!(bytes.is_empty(), "trailing bytes");
+        frames
+    }
+
+    /// Feeds `input` to a fresh server session; returns the close code it
+    /// answers with (`Some(None)` for an empty close), checking that the
+    /// close is the last thing it sends and that it is then closed.
+    fn close_code_for(input: &[u8]) -> Option<Option<u16>> {
+        let mut session = server();
+        session.receive_data(input);
+        assert_eq!(session.state(), State::Closed);
+        let sent = frames(&sent(&mut session));
+        let (first, payload) = sent.last()?;
+        assert_eq!(*first, CLOSE);
+        Some(payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])))
+    }
+
+    // ----- the twins of tests/protocol_errors.rs -------------------------
+
+    #[test]
+    fn unmasked_client_frame_is_1002() {
+        assert_eq!(close_code_for(&[TEXT, 2, b'h', b'i']), Some(Some(1002)));
+    }
+
+    #[test]
+    fn rsv_bits_are_1002() {
+        for rsv in [0x40, 0x20, 0x10, 0x70] {
+            let input = client_frame(TEXT | rsv, b"hi");
+            assert_eq!(close_code_for(&input), Some(Some(1002)), "{rsv:#x}");
+        }
+    }
+
+    #[test]
+    fn reserved_opcodes_are_1002() {
+        for opcode in [0x3, 0x7, 0xB, 0xF] {
+            let input = client_frame(0x80 | opcode, b"");
+            assert_eq!(close_code_for(&input), Some(Some(1002)), "{opcode:#x}");
+        }
+    }
+
+    #[test]
+    fn fragmented_control_frame_is_1002() {
+        assert_eq!(
+            close_code_for(&client_frame(0x09, b"ping")),
+            Some(Some(1002))
+        );
+    }
+
+    #[test]
+    fn control_frame_over_125_bytes_is_1002() {
+        assert_eq!(
+            close_code_for(&client_frame(PING, &[b'x'; 126])),
+            Some(Some(1002))
+        );
+    }
+
+    #[test]
+    fn continuation_without_start_is_1002() {
+        assert_eq!(
+            close_code_for(&client_frame(0x80, b"orphan")),
+            Some(Some(1002))
+        );
+    }
+
+    #[test]
+    fn new_message_inside_a_fragmented_one_is_1002() {
+        let input = [client_frame(0x01, b"a"), client_frame(TEXT, b"b")].concat();
+        assert_eq!(close_code_for(&input), Some(Some(1002)));
+    }
+
+    #[test]
+    fn non_minimal_length_is_1002() {
+        let mut input = vec![BINARY, 0x80 | 126, 0, 5];
+        input.extend(KEY);
+        input.extend(b"abcde");
+        assert_eq!(close_code_for(&input), Some(Some(1002)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_1007() {
+        assert_eq!(
+            close_code_for(&client_frame(TEXT, b"bad \xff byte")),
+            Some(Some(1007))
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_its_fragment_before_the_message_ends() {
+        let input = [
+            client_frame(0x01, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4"),
+            client_frame(0x00, b"\x90\x80\x80"),
+        ]
+        .concat();
+        assert_eq!(close_code_for(&input), Some(Some(1007)));
+    }
+
+    #[test]
+    fn one_byte_close_payload_is_1002() {
+        assert_eq!(
+            close_code_for(&client_frame(CLOSE, &[0x03])),
+            Some(Some(1002))
+        );
+    }
+
+    #[test]
+    fn invalid_close_codes_are_1002() {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            let input = client_frame(CLOSE, &code.to_be_bytes());
+            assert_eq!(close_code_for(&input), Some(Some(1002)), "code {code}");
+        }
+    }
+
+    #[test]
+    fn close_reason_not_utf8_is_1007() {
+        let input = client_frame(CLOSE, &[0x03, 0xE8, b'b', 0xFF]);
+        assert_eq!(close_code_for(&input), Some(Some(1007)));
+    }
+
+    #[test]
+    fn valid_close_codes_are_echoed() {
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let payload = [&code.to_be_bytes()[..], b"bye"].concat();
+            let input = client_frame(CLOSE, &payload);
+            assert_eq!(close_code_for(&input), Some(Some(code)), "code {code}");
+        }
+    }
+
+    #[test]
+    fn empty_close_is_answered_with_an_empty_close() {
+        assert_eq!(close_code_for(&client_frame(CLOSE, b"")), Some(None));
+    }
+
+    #[test]
+    fn message_over_max_message_is_1009() {
+        // The header alone is enough.
+        let header = &client_frame(BINARY, &[0; 1001])[..8];
+        assert_eq!(close_code_for(header), Some(Some(1009)));
+        let input = [client_frame(0x02, &[1; 600]), client_frame(0x80, &[2; 401])].concat();
+        assert_eq!(close_code_for(&input), Some(Some(1009)));
+    }
+
+    #[test]
+    fn message_of_exactly_max_message_is_delivered() {
+        let mut session = server();
+        let messages = session.receive_data(&client_frame(BINARY, &[9; 1000]));
+        assert_eq!(messages, vec![Message::Binary(vec![9; 1000])]);
+        assert_eq!(session.state(), State::Open);
+        assert!(sent(&mut session).is_empty());
+    }
+
+    // ----- the reactions the RFC asks for ---------------------------------
+
+    #[test]
+    fn a_ping_is_answered_with_its_payload() {
+        let mut session = server();
+        session.receive_data(&client_frame(PING, b"are you there"));
+        assert_eq!(
+            frames(&sent(&mut session)),
+            vec![(PONG, b"are you there".to_vec())]
+        );
+    }
+
+    #[test]
+    fn many_pings_get_one_pong_for_the_latest() {
+        let mut session = server();
+        for i in 0..10_000u32 {
+            session.receive_data(&client_frame(PING, &i.to_be_bytes()));
+        }
+        let expected = 9_999u32.to_be_bytes().to_vec();
+        assert_eq!(frames(&sent(&mut session)), vec![(PONG, expected)]);
+    }
+
+    #[test]
+    fn a_ping_between_fragments_is_answered_and_the_message_completes() {
+        let mut session = server();
+        let input = [
+            client_frame(0x01, b"frag"),
+            client_frame(PING, b"p"),
+            client_frame(0x80, b"mented"),
+        ]
+        .concat();
+        for piece in input.chunks(3) {
+            let messages = session.receive_data(piece);
+            if !messages.is_empty() {
+                assert_eq!(messages, vec![Message::Text("fragmented".into())]);
+            }
+        }
+        assert_eq!(frames(&sent(&mut session)), vec![(PONG, b"p".to_vec())]);
+    }
+
+    #[test]
+    fn nothing_is_sent_or_read_after_a_close() {
+        let mut session = server();
+        let input = [
+            client_frame(PING, b"before"),
+            client_frame(CLOSE, &1000u16.to_be_bytes()),
+            client_frame(TEXT, b"after the close"),
+            client_frame(PING, b"after"),
+        ]
+        .concat();
+        assert!(session.receive_data(&input).is_empty());
+        assert!(
+            session
+                .receive_data(&client_frame(TEXT, b"later"))
+                .is_empty()
+        );
+        assert_eq!(
+            session.send_message(Message::Text("late".into())),
+            Err(NotSent::NotOpen)
+        );
+        // The pong for the ping before the close, then the close reply.
+        assert_eq!(
+            frames(&sent(&mut session)),
+            vec![(PONG, b"before".to_vec()), (CLOSE, vec![0x03, 0xE8])]
+        );
+        assert_eq!(
+            session.ending(),
+            Some(&Ending::ClosedByPeer(Some(CloseFrame {
+                code: 1000,
+                reason: String::new()
+            })))
+        );
+    }
+
+    #[test]
+    fn our_close_waits_for_the_reply_and_ignores_data_meanwhile() {
+        let start = Instant::now();
+        let mut session = server_with(settings(), start);
+        session.close(code::GOING_AWAY, "server stopping", start);
+        assert_eq!(session.state(), State::Closing);
+        assert_eq!(session.next_deadline(), Some(start + CLOSE_TIMEOUT));
+        let sent_close = frames(&sent(&mut session));
+        assert_eq!(sent_close[0].0, CLOSE);
+        assert_eq!(&sent_close[0].1[..2], &1001u16.to_be_bytes());
+        // Data and pings that cross our close are read past, not answered.
+        let input = [client_frame(TEXT, b"crossing"), client_frame(PING, b"x")].concat();
+        assert!(session.receive_data(&input).is_empty());
+        assert!(!session.has_outgoing());
+        // The reply completes the handshake; it is not answered again.
+        session.receive_data(&client_frame(CLOSE, &1001u16.to_be_bytes()));
+        assert_eq!(session.state(), State::Closed);
+        assert!(!session.has_outgoing());
+        assert_eq!(
+            session.ending(),
+            Some(&Ending::ClosedByUs(1001, "server stopping".into()))
+        );
+    }
+
+    #[test]
+    fn our_close_gives_up_waiting_after_the_close_timeout() {
+        let start = Instant::now();
+        let mut session = server_with(settings(), start);
+        session.close(code::GOING_AWAY, "bye", start);
+        session.tick(start + CLOSE_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(session.state(), State::Closing);
+        session.tick(start + CLOSE_TIMEOUT);
+        assert_eq!(session.state(), State::Closed);
+        assert_eq!(session.next_deadline(), None);
+    }
+
+    // ----- keep-alive on a fake clock ------------------------------------
+
+    fn pinging(start: Instant) -> Session {
+        let settings = Settings {
+            ping_interval: Some(2 * SECOND),
+            ..settings()
+        };
+        server_with(settings, start)
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_is_closed_with_1008_one_interval_after_the_ping() {
+        let start = Instant::now();
+        let mut session = pinging(start);
+        assert_eq!(session.next_deadline(), Some(start + 2 * SECOND));
+        session.tick(start + SECOND);
+        assert!(!session.has_outgoing());
+        session.tick(start + 2 * SECOND);
+        assert_eq!(
+            frames(&sent(&mut session)),
+            vec![(PING, PING_PAYLOAD.to_vec())]
+        );
+        // It trickles data all the while, and never answers the ping.
+        for i in 1..20 {
+            session.receive_data(&client_frame(TEXT, b"."));
+            session.tick(start + 2 * SECOND + i * Duration::from_millis(99));
+        }
+        assert_eq!(session.state(), State::Open);
+        session.tick(start + 4 * SECOND);
+        assert_eq!(session.state(), State::Closing);
+        let sent = frames(&sent(&mut session));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, CLOSE);
+        assert_eq!(
+            &sent[0].1,
+            &[&1008u16.to_be_bytes()[..], b"no pong"].concat()
+        );
+        assert_eq!(session.ending(), Some(&Ending::PingTimeout));
+    }
+
+    #[test]
+    fn a_peer_that_answers_stays_even_in_the_middle_of_a_message() {
+        let start = Instant::now();
+        let mut session = pinging(start);
+        let pong = client_frame(PONG, PING_PAYLOAD);
+        session.receive_data(&client_frame(0x01, b"a slow "));
+        for round in 1..=10 {
+            let now = start + round * 2 * SECOND;
+            session.tick(now);
+            assert_eq!(
+                frames(&sent(&mut session)),
+                vec![(PING, PING_PAYLOAD.to_vec())]
+            );
+            session.receive_data(&pong);
+            session.receive_data(&client_frame(0x00, b"message "));
+        }
+        let done = session.receive_data(&client_frame(0x80, b"ends"));
+        assert_eq!(session.state(), State::Open);
+        assert!(matches!(&done[..], [Message::Text(t)] if t.ends_with("ends")));
+    }
+
+    #[test]
+    fn a_pong_with_another_payload_is_not_an_answer() {
+        let start = Instant::now();
+        let mut session = pinging(start);
+        session.tick(start + 2 * SECOND);
+        session.receive_data(&client_frame(PONG, b"heartbeat"));
+        session.tick(start + 4 * SECOND);
+        assert_eq!(session.state(), State::Closing);
+    }
+
+    // ----- the bound on what waits to be sent ------------------------------
+
+    #[test]
+    fn a_full_queue_gives_up_on_the_peer_and_frees_it() {
+        let mut session = server_with(
+            Settings {
+                max_queued: 10 * (100 + 2 + FRAME_OVERHEAD),
+                ..settings()
+            },
+            Instant::now(),
+        );
+        let payload = Arc::new(vec![0; 100]);
+        for _ in 0..10 {
+            assert_eq!(session.send_shared(OpCode::Binary, &payload), Ok(()));
+        }
+        assert_eq!(
+            session.send_shared(OpCode::Binary, &payload),
+            Err(NotSent::TooSlow)
+        );
+        assert_eq!(session.state(), State::Closed);
+        assert!(!session.has_outgoing());
+        assert!(
+            matches!(session.ending(), Some(Ending::GivenUp(why)) if why.starts_with("too slow"))
+        );
+    }
+
+    #[test]
+    fn empty_frames_cost_their_overhead() {
+        let mut session = server_with(
+            Settings {
+                max_queued: 1000 * FRAME_OVERHEAD,
+                ..settings()
+            },
+            Instant::now(),
+        );
+        let empty = Arc::new(Vec::new());
+        let mut queued = 0;
+        while session.send_shared(OpCode::Binary, &empty).is_ok() {
+            queued += 1;
+        }
+        assert!(queued < 1000, "{queued} empty frames fit in 1000 overheads");
+    }
+
+    #[test]
+    fn the_first_reason_is_kept() {
+        let mut session = server();
+        session.receive_data(&[TEXT, 0]); // unmasked
+        session.give_up("write failed".into());
+        session.receive_eof();
+        assert_eq!(
+            session.ending(),
+            Some(&Ending::Failed(ProtocolError::UnmaskedFrame))
+        );
+    }
+
+    #[test]
+    fn the_handshake_response_goes_out_first() {
+        let mut session = server();
+        session.send_handshake(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec());
+        session.send_message(Message::Text("hi".into())).unwrap();
+        let bytes = sent(&mut session);
+        assert!(bytes.starts_with(b"HTTP/1.1 101"));
+        assert!(bytes.ends_with(&[TEXT, 2, b'h', b'i']));
+    }
+
+    // ----- the client's side ------------------------------------------------
+
+    #[test]
+    fn a_client_masks_every_frame_with_a_fresh_key() {
+        fn counting_keys() -> [u8; 4] {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_be_bytes()
+        }
+        let client_settings = Settings {
+            mask_key: Some(counting_keys),
+            ..settings()
+        };
+        let mut client = Session::new(
+            Role::Client,
+            "server",
+            client_settings.clone(),
+            Instant::now(),
+        );
+        client.send_message(Message::Text("Hello".into())).unwrap();
+        client.send_message(Message::Text("Hello".into())).unwrap();
+        let out = client.take_outgoing();
+        let mut keys = Vec::new();
+        for frame in &out {
+            let (header, _) = FrameHeader::parse(&frame.header).unwrap().unwrap();
+            let key = header.mask.expect("a client frame is masked");
+            let mut payload = frame.payload.to_vec();
+            apply_mask(&mut payload, key, 0);
+            assert_eq!(payload, b"Hello");
+            keys.push(key);
+        }
+        assert_ne!(keys[0], keys[1]);
+        // A masked frame from the server fails the connection with 1002.
+        client.receive_data(&client_frame(TEXT, b"masked"));
+        assert_eq!(
+            client.ending(),
+            Some(&Ending::Failed(ProtocolError::MaskedFrame))
+        );
+        // The server's unmasked frames are read.
+        let mut client = Session::new(Role::Client, "server", client_settings, Instant::now());
+        let hello = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(
+            client.receive_data(&hello),
+            vec![Message::Text("Hello".into())]
+        );
+    }
+}
