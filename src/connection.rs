@@ -331,7 +331,7 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
             connection.update(|session| session.tick(Instant::now()));
             continue;
         }
-        if let Err(e) = (&connection.stream).set_read_timeout(timeout) {
+        if let Err(e) = connection.stream.set_read_timeout(timeout) {
             connection.update(|session| session.give_up(format!("read failed: {e}")));
             continue;
         }

@@ -245,9 +245,9 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         mask_key: None,
     };
     let mut session = Session::new(Role::Server, &name, settings, Instant::now());
-    // The 101 goes out first, ahead of every broadcast queued once the
-    // client is in the table: a client receives every message broadcast
-    // after its 101 reached it.
+    // The 101 is queued first and the client joins the room before the
+    // writer exists to send it: every message broadcast after the 101
+    // reached the client is queued behind it.
     session.send_handshake(response);
     let connection = Arc::new(Connection::new(
         name.clone(),
@@ -255,15 +255,16 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         session,
         config.write_timeout,
     ));
+    let member = server.chat.join(addr, Arc::clone(&connection));
     let writer = match start_writer(&connection) {
         Ok(writer) => writer,
         Err(e) => {
+            drop(member);
             log::warn!("{name}: no thread for its writer: {e}");
             let error = HandshakeError::TooManyClients;
             return refuse(connection.stream(), &name, &error);
         }
     };
-    let member = server.chat.join(addr, Arc::clone(&connection));
     log::info!("{name} connected ({} clients)", server.client_count());
     let ending = connection::run(&connection, &pending, |message| {
         server.chat.on_message(&connection, message)
