@@ -17,10 +17,10 @@
 //! never held across a system call, adds to the queue, wakes the writer,
 //! and leaves. Only the writer ever waits on this client's socket.
 
-use crate::frame::OpCode;
+use crate::frame::{MAX_HEADER_LEN, OpCode};
 use crate::handshake::{HandshakeError, MAX_REQUEST_BYTES, Parse, Request, parse_request};
 use crate::message::Message;
-use crate::session::{CLOSE_TIMEOUT, Ending, NotSent, Outgoing, Session, State};
+use crate::session::{CLOSE_TIMEOUT, Ending, NotSent, OutgoingFrame, Session, State};
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -215,9 +215,18 @@ impl Connection {
         self.update(|session| session.close(code, reason, Instant::now()));
     }
 
-    /// The socket, for a refusal before the writer started.
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Writes the handshake's response (the `101`) to the socket itself.
+    /// Called once, before [`start_writer`]: frames that broadcasts queue
+    /// meanwhile wait for the writer, so they go out after it.
+    pub fn send_handshake_response(&self, response: &[u8]) -> io::Result<()> {
+        self.stream.set_write_timeout(Some(self.write_timeout))?;
+        (&self.stream).write_all(response)
+    }
+
+    /// Gives up on the client at once: nothing more is sent, and the socket
+    /// is shut.
+    pub fn give_up(&self, why: String) {
+        self.update(|session| session.give_up(why));
     }
 
     /// The connection's state.
@@ -257,7 +266,7 @@ fn write_loop(connection: &Connection) {
 /// Waits until the session has something to send or is closed; returns
 /// everything queued, and whether the session is closed (then nothing more
 /// will ever be queued).
-fn next_batch(connection: &Connection) -> (Vec<Outgoing>, bool) {
+fn next_batch(connection: &Connection) -> (Vec<OutgoingFrame>, bool) {
     let mut session = connection.session();
     while !session.has_outgoing() && session.state() != State::Closed {
         session = connection
@@ -277,16 +286,25 @@ fn next_batch(connection: &Connection) -> (Vec<Outgoing>, bool) {
 /// of the batch's deadline.
 fn write_batch(
     mut stream: &TcpStream,
-    batch: &[Outgoing],
+    batch: &[OutgoingFrame],
     timeout: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
+    let headers: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|frame| {
+            let mut header = Vec::with_capacity(MAX_HEADER_LEN);
+            frame.header.encode(&mut header);
+            header
+        })
+        .collect();
     let mut pieces: Vec<IoSlice<'_>> = Vec::with_capacity(2 * batch.len());
-    for outgoing in batch {
-        pieces.push(IoSlice::new(&outgoing.header));
-        pieces.push(IoSlice::new(&outgoing.payload));
+    for (header, frame) in headers.iter().zip(batch) {
+        pieces.push(IoSlice::new(header));
+        if !frame.payload.is_empty() {
+            pieces.push(IoSlice::new(&frame.payload));
+        }
     }
-    pieces.retain(|piece| !piece.is_empty());
     let mut pieces = &mut pieces[..];
     while !pieces.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -321,8 +339,7 @@ fn too_slow() -> String {
 /// (keep-alive, the close timeout) are the read's timeout: when a read
 /// times out, the session is told the time ([`Session::tick`]).
 pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(Message)) -> Ending {
-    let messages = connection.update(|session| session.receive_data(pending));
-    messages.into_iter().for_each(&mut on_message);
+    receive(connection, pending, &mut on_message);
     let mut buf = vec![0u8; FIRST_READ_BUFFER_SIZE];
     while connection.state() != State::Closed {
         let deadline = connection.session().next_deadline();
@@ -345,8 +362,7 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
             connection.update(|session| session.receive_eof());
             break;
         }
-        let messages = connection.update(|session| session.receive_data(&buf[..n]));
-        messages.into_iter().for_each(&mut on_message);
+        receive(connection, &buf[..n], &mut on_message);
         // A full buffer means more was probably waiting: read more at a time.
         if n == buf.len() && buf.len() < READ_BUFFER_SIZE {
             buf.resize(buf.len() * 2, 0);
@@ -357,6 +373,21 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
         .ending()
         .cloned()
         .expect("bug: a closed session knows why")
+}
+
+/// Hands `bytes` to the session and each message they complete to
+/// `on_message`, one at a time: the session's lock is let go before the
+/// message is handed on (a broadcast takes every client's lock, this
+/// one's too).
+fn receive(connection: &Connection, mut bytes: &[u8], on_message: &mut impl FnMut(Message)) {
+    loop {
+        let (used, message) = connection.update(|session| session.receive_data(bytes));
+        bytes = &bytes[used..];
+        match message {
+            Some(message) => on_message(message),
+            None => return,
+        }
+    }
 }
 
 /// Ends the connection once the writer is done: waits for it (it finishes

@@ -309,6 +309,14 @@ pub struct Events<'a> {
     failed: bool,
 }
 
+impl<'a> Events<'a> {
+    /// The bytes not read yet: after the last event returned, or all that
+    /// was handed in if none was.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
 impl Iterator for Events<'_> {
     type Item = Result<Event, ProtocolError>;
 

@@ -244,25 +244,27 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         ping_interval: config.ping_interval,
         mask_key: None,
     };
-    let mut session = Session::new(Role::Server, &name, settings, Instant::now());
-    // The 101 is queued first and the client joins the room before the
-    // writer exists to send it: every message broadcast after the 101
-    // reached the client is queued behind it.
-    session.send_handshake(response);
+    let session = Session::new(Role::Server, &name, settings, Instant::now());
     let connection = Arc::new(Connection::new(
         name.clone(),
         stream,
         session,
         config.write_timeout,
     ));
+    // The client joins the room before its 101 is sent, and its writer
+    // starts after: every message broadcast after the 101 reached the
+    // client waits in its queue, behind the 101.
     let member = server.chat.join(addr, Arc::clone(&connection));
+    if let Err(e) = connection.send_handshake_response(&response) {
+        return log::info!("{name}: could not send the handshake response: {e}");
+    }
     let writer = match start_writer(&connection) {
         Ok(writer) => writer,
         Err(e) => {
-            drop(member);
-            log::warn!("{name}: no thread for its writer: {e}");
-            let error = HandshakeError::TooManyClients;
-            return refuse(connection.stream(), &name, &error);
+            // Too late for a 503: the client has its 101. It sees the
+            // connection drop (1006).
+            connection.give_up(format!("no thread for its writer: {e}"));
+            return log::warn!("{name}: no thread for its writer: {e}");
         }
     };
     log::info!("{name} connected ({} clients)", server.client_count());
