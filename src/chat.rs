@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::frame::OpCode;
 use crate::message::Message;
+use crate::session::OutgoingFrame;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -93,7 +94,7 @@ impl Chat {
     }
 
     /// What happens when `sender` sends `message`: echo or broadcast.
-    pub fn on_message(&self, sender: &Connection, message: Message) {
+    pub fn on_message(&self, sender: &Arc<Connection>, message: Message) {
         if self.echo {
             let _ = sender.send_message(message);
         } else {
@@ -132,15 +133,15 @@ pub fn chat_frame(sender: &str, message: Message) -> (OpCode, Vec<u8>) {
 
 /// Broadcasts `message` from `sender` to every client, the sender included.
 ///
-/// The payload is built once and shared by every client's queue. A client
+/// The frame is encoded once and shared by every client's queue. A client
 /// whose queue is full is given up on by its session; the others are not
 /// affected, and nobody waits.
 pub fn notify(table: &ClientTable, sender: &str, message: Message) {
     let (opcode, payload) = chat_frame(sender, message);
-    let payload = Arc::new(payload);
+    let frame = OutgoingFrame::server(opcode, &payload);
     let clients: Vec<Arc<Connection>> = lock(table).values().cloned().collect();
     for client in clients {
-        if let Err(e) = client.send_shared(opcode, &payload) {
+        if let Err(e) = client.send_shared(&frame) {
             log::debug!("{}: not delivered: {e:?}", client.name);
         }
     }

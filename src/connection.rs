@@ -17,10 +17,11 @@
 //! never held across a system call, adds to the queue, wakes the writer,
 //! and leaves. Only the writer ever waits on this client's socket.
 
-use crate::frame::{MAX_HEADER_LEN, OpCode};
 use crate::handshake::{HandshakeError, MAX_REQUEST_BYTES, Parse, Request, parse_request};
 use crate::message::Message;
+use crate::os;
 use crate::session::{CLOSE_TIMEOUT, Ending, NotSent, OutgoingFrame, Session, State};
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -152,11 +153,33 @@ pub struct Connection {
     /// The client's name, as in `ID54321`.
     pub name: String,
     stream: TcpStream,
-    session: Mutex<Session>,
-    /// Wakes the writer: something was queued, or the session closed.
+    shared: Mutex<Shared>,
+    /// Wakes the writer: frames were handed over to it, or the session
+    /// closed.
     wake_writer: Condvar,
     /// How long writing one batch may take before the client is given up on.
     write_timeout: Duration,
+}
+
+/// What the threads of a connection share, behind one lock that is never
+/// held across a system call.
+#[derive(Debug)]
+struct Shared {
+    session: Session,
+    /// A thread is writing to the socket right now (the writer, or one
+    /// [`Connection::flush`]ing): only one at a time, so that frames never
+    /// interleave on the wire.
+    writing: bool,
+    /// Frames that a flush could not send without waiting, and how many of
+    /// their bytes it did send: the writer thread sends the rest.
+    handed_over: Option<(Vec<OutgoingFrame>, usize)>,
+}
+
+thread_local! {
+    /// The connections this thread queued frames for since its last
+    /// [`flush_queued`]: a reader queues the messages of one read for
+    /// everyone, then sends them, one system call per client.
+    static QUEUED: RefCell<Vec<Arc<Connection>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Connection {
@@ -170,54 +193,81 @@ impl Connection {
         Connection {
             name,
             stream,
-            session: Mutex::new(session),
+            shared: Mutex::new(Shared {
+                session,
+                writing: false,
+                handed_over: None,
+            }),
             wake_writer: Condvar::new(),
             write_timeout,
         }
     }
 
-    fn session(&self) -> MutexGuard<'_, Session> {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
         // No code holding this lock can panic half-way through a change that
         // matters, so a poisoned lock is still sound.
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `change` on the session, then wakes the writer to look at it.
-    /// If the session gave up on the client (its queue overflowed, or a
-    /// write failed), the socket is shut at once, which also ends a `read`
-    /// or `write` that another thread is blocked in.
+    /// Runs `change` on the session. If the session gave up on the client
+    /// (its queue overflowed, or a write failed), the socket is shut at
+    /// once, which also ends a `read` or `write` another thread is blocked in.
     fn update<T>(&self, change: impl FnOnce(&mut Session) -> T) -> T {
         let (result, given_up) = {
-            let mut session = self.session();
-            let result = change(&mut session);
-            (result, session.given_up())
+            let mut shared = self.shared();
+            let result = change(&mut shared.session);
+            (result, shared.session.given_up())
         };
-        self.wake_writer.notify_one();
         if given_up {
             let _ = self.stream.shutdown(Shutdown::Both);
+            self.wake_writer.notify_one();
         }
         result
     }
 
     /// Queues a data frame whose payload is shared with other clients'
-    /// queues. Returns at once: the writer sends it.
-    pub fn send_shared(&self, opcode: OpCode, payload: &Arc<Vec<u8>>) -> Result<(), NotSent> {
-        self.update(|session| session.send_shared(opcode, payload))
+    /// queues. It goes out when this thread calls [`flush_queued`] (the
+    /// reader does after every read), or from the client's writer thread if
+    /// the socket is full. Nobody waits for this client.
+    pub fn send_shared(self: &Arc<Self>, frame: &OutgoingFrame) -> Result<(), NotSent> {
+        self.queue(|session| session.send_shared(frame))
     }
 
-    /// Queues a data message for this client alone.
-    pub fn send_message(&self, message: Message) -> Result<(), NotSent> {
-        self.update(|session| session.send_message(message))
+    /// Queues a data message for this client alone, as [`send_shared`](Self::send_shared) does.
+    pub fn send_message(self: &Arc<Self>, message: Message) -> Result<(), NotSent> {
+        self.queue(|session| session.send_message(message))
+    }
+
+    fn queue(
+        self: &Arc<Self>,
+        send: impl FnOnce(&mut Session) -> Result<(), NotSent>,
+    ) -> Result<(), NotSent> {
+        let (result, first) = self.update(|session| {
+            let first = !session.has_outgoing();
+            (send(session), first)
+        });
+        // Only the first frame in an empty queue needs a flush: the rest go
+        // with it.
+        if result.is_ok() && first {
+            QUEUED.with(|queued| queued.borrow_mut().push(Arc::clone(self)));
+        }
+        result
     }
 
     /// Starts the closing handshake with `code` (from any thread).
     pub fn close(&self, code: u16, reason: &str) {
         self.update(|session| session.close(code, reason, Instant::now()));
+        self.flush();
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> State {
+        self.shared().session.state()
     }
 
     /// Writes the handshake's response (the `101`) to the socket itself.
     /// Called once, before [`start_writer`]: frames that broadcasts queue
-    /// meanwhile wait for the writer, so they go out after it.
+    /// meanwhile wait, so they go out after it.
     pub fn send_handshake_response(&self, response: &[u8]) -> io::Result<()> {
         self.stream.set_write_timeout(Some(self.write_timeout))?;
         (&self.stream).write_all(response)
@@ -229,14 +279,60 @@ impl Connection {
         self.update(|session| session.give_up(why));
     }
 
-    /// The connection's state.
-    pub fn state(&self) -> State {
-        self.session().state()
+    /// Sends what the session has queued, as far as the socket takes it
+    /// without waiting. Unless another thread is writing already: then
+    /// that thread sends it. What the socket does not take now is handed
+    /// over to the writer thread, which may wait for it.
+    pub fn flush(&self) {
+        let batch = {
+            let mut shared = self.shared();
+            if shared.writing || !shared.session.has_outgoing() {
+                return self.wake_writer_if_closed(&shared);
+            }
+            shared.writing = true;
+            shared.session.take_outgoing()
+        };
+        let pieces = wire_pieces(&batch);
+        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+        let sent = os::send_without_blocking(&self.stream, &pieces);
+        drop(pieces);
+        let mut shared = self.shared();
+        match sent {
+            Ok(n) if n == total => shared.writing = false,
+            Ok(n) => shared.handed_over = Some((batch, n)),
+            Err(e) => {
+                shared.writing = false;
+                shared.session.give_up(format!("write failed: {e}"));
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+        }
+        // The writer thread wakes only when there is work for it.
+        if shared.handed_over.is_some() || shared.session.has_outgoing() {
+            self.wake_writer.notify_one();
+        } else {
+            self.wake_writer_if_closed(&shared);
+        }
+    }
+
+    /// Once the session is closed, the writer closes TCP: wake it.
+    fn wake_writer_if_closed(&self, shared: &Shared) {
+        if shared.session.state() == State::Closed {
+            self.wake_writer.notify_one();
+        }
     }
 }
 
-/// Starts the writer thread, which sends whatever the session queues until
-/// the connection is closed.
+/// Sends everything this thread has queued since it last called this, to
+/// every client, without waiting for any of them ([`Connection::flush`]).
+pub fn flush_queued() {
+    let queued = QUEUED.with(|queued| std::mem::take(&mut *queued.borrow_mut()));
+    for connection in queued {
+        connection.flush();
+    }
+}
+
+/// Starts the writer thread, which sends what [`Connection::flush`] could
+/// not, until the connection is closed.
 pub fn start_writer(connection: &Arc<Connection>) -> io::Result<JoinHandle<()>> {
     let connection = Arc::clone(connection);
     // Linux allows 15 bytes for a thread name: `ID54321` fits with `>`.
@@ -246,39 +342,74 @@ pub fn start_writer(connection: &Arc<Connection>) -> io::Result<JoinHandle<()>> 
         .spawn(move || write_loop(&connection))
 }
 
-/// The writer: wait for bytes to send, send them, until the session closes.
+/// What the writer does next.
+enum WriterJob {
+    /// Send these frames, the first `usize` bytes of which are already sent.
+    Write(Vec<OutgoingFrame>, usize),
+    /// The session is closed and everything is sent: close TCP.
+    Finish,
+}
+
+/// The writer: waits for frames that could not be sent without waiting,
+/// sends them (waiting at most the write timeout), until the session closes.
 fn write_loop(connection: &Connection) {
     loop {
-        let (batch, closed) = next_batch(connection);
-        if let Err(why) = write_batch(&connection.stream, &batch, connection.write_timeout) {
-            connection.update(|session| session.give_up(why));
-            return;
-        }
-        if closed {
-            // §7.1.1: "the server SHOULD close the underlying TCP connection
-            // first". The reader waits for the client to close its side.
-            let _ = connection.stream.shutdown(Shutdown::Write);
+        let (batch, already_sent) = match next_job(connection) {
+            WriterJob::Write(batch, already_sent) => (batch, already_sent),
+            WriterJob::Finish => {
+                // §7.1.1: "the server SHOULD close the underlying TCP
+                // connection first". The reader waits for the client's side.
+                let _ = connection.stream.shutdown(Shutdown::Write);
+                return;
+            }
+        };
+        let written = write_batch(
+            &connection.stream,
+            &batch,
+            already_sent,
+            connection.write_timeout,
+        );
+        connection.shared().writing = false;
+        if let Err(why) = written {
+            connection.give_up(why);
             return;
         }
     }
 }
 
-/// Waits until the session has something to send or is closed; returns
-/// everything queued, and whether the session is closed (then nothing more
-/// will ever be queued).
-fn next_batch(connection: &Connection) -> (Vec<OutgoingFrame>, bool) {
-    let mut session = connection.session();
-    while !session.has_outgoing() && session.state() != State::Closed {
-        session = connection
+/// Waits until the writer has something to do.
+fn next_job(connection: &Connection) -> WriterJob {
+    let mut shared = connection.shared();
+    loop {
+        if let Some((batch, already_sent)) = shared.handed_over.take() {
+            return WriterJob::Write(batch, already_sent); // `writing` stays set
+        }
+        if !shared.writing {
+            if shared.session.has_outgoing() {
+                shared.writing = true;
+                return WriterJob::Write(shared.session.take_outgoing(), 0);
+            }
+            if shared.session.state() == State::Closed {
+                return WriterJob::Finish;
+            }
+        }
+        shared = connection
             .wake_writer
-            .wait(session)
+            .wait(shared)
             .unwrap_or_else(|e| e.into_inner());
     }
-    (session.take_outgoing(), session.state() == State::Closed)
 }
 
-/// Writes `batch`, header and payload of every frame, within `timeout` for
-/// the whole batch. `Err` says why the client is given up on.
+/// The batch as the pieces of one `writev`, a frame each.
+fn wire_pieces(batch: &[OutgoingFrame]) -> Vec<IoSlice<'_>> {
+    batch
+        .iter()
+        .map(|frame| IoSlice::new(frame.as_bytes()))
+        .collect()
+}
+
+/// Writes `batch`, from byte `already_sent` on, within `timeout` for the
+/// whole batch. `Err` says why the client is given up on.
 ///
 /// The socket's write timeout bounds one system call, and a call that makes
 /// any progress starts it again: a client reading a trickle could keep a
@@ -287,25 +418,13 @@ fn next_batch(connection: &Connection) -> (Vec<OutgoingFrame>, bool) {
 fn write_batch(
     mut stream: &TcpStream,
     batch: &[OutgoingFrame],
+    already_sent: usize,
     timeout: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let headers: Vec<Vec<u8>> = batch
-        .iter()
-        .map(|frame| {
-            let mut header = Vec::with_capacity(MAX_HEADER_LEN);
-            frame.header.encode(&mut header);
-            header
-        })
-        .collect();
-    let mut pieces: Vec<IoSlice<'_>> = Vec::with_capacity(2 * batch.len());
-    for (header, frame) in headers.iter().zip(batch) {
-        pieces.push(IoSlice::new(header));
-        if !frame.payload.is_empty() {
-            pieces.push(IoSlice::new(&frame.payload));
-        }
-    }
+    let mut pieces = wire_pieces(batch);
     let mut pieces = &mut pieces[..];
+    IoSlice::advance_slices(&mut pieces, already_sent);
     while !pieces.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -342,14 +461,15 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
     receive(connection, pending, &mut on_message);
     let mut buf = vec![0u8; FIRST_READ_BUFFER_SIZE];
     while connection.state() != State::Closed {
-        let deadline = connection.session().next_deadline();
+        let deadline = connection.shared().session.next_deadline();
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout.is_some_and(|t| t.is_zero()) {
             connection.update(|session| session.tick(Instant::now()));
+            connection.flush();
             continue;
         }
         if let Err(e) = connection.stream.set_read_timeout(timeout) {
-            connection.update(|session| session.give_up(format!("read failed: {e}")));
+            connection.give_up(format!("read failed: {e}"));
             continue;
         }
         let n = match (&connection.stream).read(&mut buf) {
@@ -360,6 +480,7 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
         };
         if n == 0 {
             connection.update(|session| session.receive_eof());
+            connection.flush();
             break;
         }
         receive(connection, &buf[..n], &mut on_message);
@@ -369,7 +490,8 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
         }
     }
     connection
-        .session()
+        .shared()
+        .session
         .ending()
         .cloned()
         .expect("bug: a closed session knows why")
@@ -378,16 +500,18 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
 /// Hands `bytes` to the session and each message they complete to
 /// `on_message`, one at a time: the session's lock is let go before the
 /// message is handed on (a broadcast takes every client's lock, this
-/// one's too).
+/// one's too). Then sends what all that queued, for everyone.
 fn receive(connection: &Connection, mut bytes: &[u8], on_message: &mut impl FnMut(Message)) {
     loop {
         let (used, message) = connection.update(|session| session.receive_data(bytes));
         bytes = &bytes[used..];
         match message {
             Some(message) => on_message(message),
-            None => return,
+            None => break,
         }
     }
+    connection.flush();
+    flush_queued();
 }
 
 /// Ends the connection once the writer is done: waits for it (it finishes

@@ -15,11 +15,12 @@
 //! 8. [`message`]: frames into messages: fragments, control frames, limits (§5.4-§5.6).
 //! 9. [`session`]: one end of a connection: pongs, the closing handshake,
 //!    failing, keep-alive, what waits to be sent (§5.5, §7).
-//! 10. [`connection`]: the blocking layer: a reader and a writer thread that
+//! 10. [`os`]: what std lacks (signals, a send that never waits), through a
+//!     few lines of FFI to the C library.
+//! 11. [`connection`]: the blocking layer: a reader and a writer thread that
 //!     move bytes between a socket and a session.
-//! 11. [`chat`]: the chat's policy: names, the line format, echo or chat,
+//! 12. [`chat`]: the chat's policy: names, the line format, echo or chat,
 //!     the client table and `notify`, the broadcast.
-//! 12. [`signals`]: SIGINT and SIGTERM, through a few lines of FFI.
 //! 13. [`server`]: the accept loop, a thread per client, the graceful stop.
 //!
 //! Modules 2 to 9 never touch a socket or a clock: they turn bytes into
@@ -39,9 +40,10 @@ pub mod close;
 pub mod message;
 pub mod session;
 
+pub mod os;
+
 pub mod connection;
 
 pub mod chat;
 
 pub mod server;
-pub mod signals;

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 use wschat::config::{Command, USAGE, parse_args};
+use wschat::os::block_stop_signals;
 use wschat::server::{Server, serve};
-use wschat::signals::block_stop_signals;
 
 fn main() -> ExitCode {
     // Before any thread starts, so that every thread inherits it (see
-    // src/signals.rs): from here on SIGINT and SIGTERM wait for `wait()`.
+    // src/os.rs): from here on SIGINT and SIGTERM wait for `wait()`.
     let signals = block_stop_signals();
     // RUST_LOG picks the level; without it, info.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

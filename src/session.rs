@@ -49,7 +49,7 @@
 
 use crate::close::{CloseFrame, close_payload, reply_payload};
 use crate::error::{ProtocolError, code};
-use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, Role};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, Role, encode_frame};
 use crate::mask::apply_mask;
 use crate::message::{Event, Message, MessageReader, preview};
 use std::collections::VecDeque;
@@ -97,25 +97,31 @@ pub struct Settings {
     pub mask_key: Option<fn() -> [u8; 4]>,
 }
 
-/// A frame waiting to be sent: its header, and its payload (already masked
-/// if we are the client).
+/// A whole frame, header and payload, as bytes for the wire.
 ///
-/// The payload is shared: a broadcast encodes a message once, and every
-/// recipient's queue holds the same bytes. It is an `Arc<Vec<u8>>` rather
-/// than an `Arc<[u8]>` because a `Vec` moves into it without being copied.
+/// A broadcast encodes its frame once ([`OutgoingFrame::server`]), and
+/// every recipient's queue holds the same bytes: a server's frames are not
+/// masked, so they are the same for everyone.
 #[derive(Debug, Clone)]
-pub struct OutgoingFrame {
-    /// The header, encoded on the way out ([`FrameHeader::encode`]).
-    pub header: FrameHeader,
-    /// The payload, sent right after the header.
-    pub payload: Arc<Vec<u8>>,
-}
+pub struct OutgoingFrame(Arc<Vec<u8>>);
 
 impl OutgoingFrame {
-    /// What it costs while it waits in the queue: its bytes, at most
-    /// [`MAX_HEADER_LEN`] for the header, and [`FRAME_OVERHEAD`].
+    /// A server's frame (FIN set, not masked, §5.1) carrying `payload`.
+    pub fn server(opcode: OpCode, payload: &[u8]) -> OutgoingFrame {
+        let mut bytes = Vec::new();
+        encode_frame(opcode, payload, &mut bytes);
+        OutgoingFrame(Arc::new(bytes))
+    }
+
+    /// The bytes to send.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// What it costs while it waits in a queue: its bytes, and
+    /// [`FRAME_OVERHEAD`].
     fn cost(&self) -> usize {
-        self.payload.len() + MAX_HEADER_LEN + FRAME_OVERHEAD
+        self.0.len() + FRAME_OVERHEAD
     }
 }
 
@@ -273,7 +279,7 @@ impl Session {
         if self.state != State::Open {
             return;
         }
-        let pong = self.frame(OpCode::Pong, Arc::new(payload));
+        let pong = self.frame(OpCode::Pong, &payload);
         match self.waiting_pong {
             Some(i) if self.queued_cost + pong.cost() > self.settings.max_queued => {
                 trace(&self.name, &pong);
@@ -302,7 +308,7 @@ impl Session {
     /// §5.5.1: a close frame is answered with one, unless it answers ours.
     fn receive_close(&mut self, frame: Option<CloseFrame>) {
         if self.state == State::Open {
-            self.push_frame(OpCode::Close, Arc::new(reply_payload(&frame)));
+            self.push_frame(OpCode::Close, &reply_payload(&frame));
             self.end(Ending::ClosedByPeer(frame));
         }
         self.state = State::Closed;
@@ -313,7 +319,7 @@ impl Session {
     fn fail(&mut self, error: ProtocolError) {
         if self.state == State::Open {
             let payload = close_payload(error.close_code(), &error.to_string());
-            self.push_frame(OpCode::Close, Arc::new(payload));
+            self.push_frame(OpCode::Close, &payload);
         }
         self.end(Ending::Failed(error));
         self.state = State::Closed;
@@ -355,7 +361,7 @@ impl Session {
             self.close(code::POLICY_VIOLATION, "no pong", now);
         } else {
             keepalive.awaiting_pong = true;
-            self.push_frame(OpCode::Ping, Arc::new(PING_PAYLOAD.to_vec()));
+            self.push_frame(OpCode::Ping, PING_PAYLOAD);
         }
     }
 
@@ -363,22 +369,29 @@ impl Session {
 
     /// Queues a data message for the peer, as one frame.
     pub fn send_message(&mut self, message: Message) -> Result<(), NotSent> {
-        let (opcode, payload) = match message {
-            Message::Text(text) => (OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => (OpCode::Binary, data),
+        let (opcode, payload) = match &message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, &data[..]),
         };
-        self.send_shared(opcode, &Arc::new(payload))
+        let frame = self.frame(opcode, payload);
+        self.send_data_frame(frame)
     }
 
-    /// Queues a data frame whose payload other sessions may share too (a
-    /// broadcast): the payload is not copied.
-    pub fn send_shared(&mut self, opcode: OpCode, payload: &Arc<Vec<u8>>) -> Result<(), NotSent> {
+    /// Queues a data frame that other sessions may share too (a
+    /// broadcast): the bytes are not copied. Only a server's frames can be
+    /// shared; a client masks each frame with a key of its own.
+    pub fn send_shared(&mut self, frame: &OutgoingFrame) -> Result<(), NotSent> {
+        assert_eq!(self.role, Role::Server, "bug: a client cannot share frames");
+        self.send_data_frame(frame.clone())
+    }
+
+    fn send_data_frame(&mut self, frame: OutgoingFrame) -> Result<(), NotSent> {
         // §5.5.1: "After sending a Close frame, the endpoint MUST NOT send
         // any more data frames."
         if self.state != State::Open {
             return Err(NotSent::NotOpen);
         }
-        self.push_frame(opcode, Arc::clone(payload));
+        self.push(frame);
         if self.state == State::Closed {
             return Err(NotSent::TooSlow);
         }
@@ -392,7 +405,7 @@ impl Session {
             return;
         }
         self.end(Ending::ClosedByUs(code, reason.to_string()));
-        self.push_frame(OpCode::Close, Arc::new(close_payload(code, reason)));
+        self.push_frame(OpCode::Close, &close_payload(code, reason));
         if self.state == State::Open {
             self.state = State::Closing;
             self.close_deadline = Some(now + CLOSE_TIMEOUT);
@@ -429,7 +442,7 @@ impl Session {
     }
 
     /// Makes a frame of `payload` and queues it.
-    fn push_frame(&mut self, opcode: OpCode, payload: Arc<Vec<u8>>) {
+    fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let frame = self.frame(opcode, payload);
         self.push(frame);
     }
@@ -448,32 +461,29 @@ impl Session {
         self.queue.push_back(outgoing);
     }
 
-    /// One whole frame (FIN set), masked with a fresh key if we are the
-    /// client (§5.3).
-    fn frame(&self, opcode: OpCode, payload: Arc<Vec<u8>>) -> OutgoingFrame {
-        let mask = match self.role {
-            Role::Server => None,
-            Role::Client => Some((self
+    /// One whole frame (FIN set) carrying `payload`, masked with a fresh
+    /// key if we are the client (§5.3).
+    fn frame(&self, opcode: OpCode, payload: &[u8]) -> OutgoingFrame {
+        let key = match self.role {
+            Role::Server => return OutgoingFrame::server(opcode, payload),
+            Role::Client => (self
                 .settings
                 .mask_key
-                .expect("bug: a client needs mask keys"))()),
+                .expect("bug: a client needs mask keys"))(),
         };
         let header = FrameHeader {
             fin: true,
             rsv: 0,
             opcode,
-            mask,
+            mask: Some(key),
             payload_len: payload.len() as u64,
         };
-        let payload = match mask {
-            None => payload,
-            Some(key) => {
-                let mut masked = payload.to_vec();
-                apply_mask(&mut masked, key, 0);
-                Arc::new(masked)
-            }
-        };
-        OutgoingFrame { header, payload }
+        let mut bytes = Vec::with_capacity(MAX_HEADER_LEN + payload.len());
+        header.encode(&mut bytes);
+        let start = bytes.len();
+        bytes.extend_from_slice(payload);
+        apply_mask(&mut bytes[start..], key, 0);
+        OutgoingFrame(Arc::new(bytes))
     }
 
     /// Records why the connection ends, unless a reason is already known.
@@ -488,13 +498,16 @@ fn trace(name: &str, frame: &OutgoingFrame) {
     if !log::log_enabled!(log::Level::Trace) {
         return;
     }
-    // A client's payload is masked by now: show it unmasked, as the other
-    // side will read it.
-    let mut shown = frame.payload.to_vec();
-    if let Some(key) = frame.header.mask {
-        apply_mask(&mut shown, key, 0);
+    let Ok(Some((header, header_len))) = FrameHeader::parse(frame.as_bytes()) else {
+        unreachable!("bug: a frame of our own does not parse");
+    };
+    // A client's payload is masked: show it unmasked, as the other side
+    // will read it.
+    let mut payload = frame.as_bytes()[header_len..].to_vec();
+    if let Some(key) = header.mask {
+        apply_mask(&mut payload, key, 0);
     }
-    log::trace!("{name} <- {} payload={}", frame.header, preview(&shown));
+    log::trace!("{name} <- {header} payload={}", preview(&payload));
 }
 
 #[cfg(test)]
@@ -568,8 +581,7 @@ mod tests {
     fn sent(session: &mut Session) -> Vec<u8> {
         let mut bytes = Vec::new();
         for out in session.take_outgoing() {
-            out.header.encode(&mut bytes);
-            bytes.extend(out.payload.iter());
+            bytes.extend(out.as_bytes());
         }
         bytes
     }
@@ -985,14 +997,11 @@ mod tests {
             },
             Instant::now(),
         );
-        let payload = Arc::new(vec![0; 100]);
+        let frame = OutgoingFrame::server(OpCode::Binary, &[0; 100]);
         for _ in 0..10 {
-            assert_eq!(session.send_shared(OpCode::Binary, &payload), Ok(()));
+            assert_eq!(session.send_shared(&frame), Ok(()));
         }
-        assert_eq!(
-            session.send_shared(OpCode::Binary, &payload),
-            Err(NotSent::TooSlow)
-        );
+        assert_eq!(session.send_shared(&frame), Err(NotSent::TooSlow));
         assert_eq!(session.state(), State::Closed);
         assert!(!session.has_outgoing());
         assert!(
@@ -1009,9 +1018,9 @@ mod tests {
             },
             Instant::now(),
         );
-        let empty = Arc::new(Vec::new());
+        let empty = OutgoingFrame::server(OpCode::Binary, &[]);
         let mut queued = 0;
-        while session.send_shared(OpCode::Binary, &empty).is_ok() {
+        while session.send_shared(&empty).is_ok() {
             queued += 1;
         }
         assert!(queued < 1000, "{queued} empty frames fit in 1000 overheads");
@@ -1053,8 +1062,9 @@ mod tests {
         let out = client.take_outgoing();
         let mut keys = Vec::new();
         for frame in &out {
-            let key = frame.header.mask.expect("a client frame is masked");
-            let mut payload = frame.payload.to_vec();
+            let (header, len) = FrameHeader::parse(frame.as_bytes()).unwrap().unwrap();
+            let key = header.mask.expect("a client frame is masked");
+            let mut payload = frame.as_bytes()[len..].to_vec();
             apply_mask(&mut payload, key, 0);
             assert_eq!(payload, b"Hello");
             keys.push(key);

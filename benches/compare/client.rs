@@ -21,7 +21,23 @@ pub const CLOSE: u8 = 0x8;
 /// blocking stream (with TCP_NODELAY, as both servers set on their side)
 /// and any bytes that arrived after the `101` response.
 pub fn connect(addr: SocketAddr) -> io::Result<(TcpStream, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr)?;
+    handshake(TcpStream::connect(addr)?, addr)
+}
+
+/// Like [`connect`], with a receive buffer of a few kilobytes: a client
+/// that never reads blocks the server's writes to it almost at once.
+pub fn connect_small_buffer(addr: SocketAddr) -> io::Result<(TcpStream, Vec<u8>)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.connect(&addr.into())?;
+    handshake(socket.into(), addr)
+}
+
+fn handshake(mut stream: TcpStream, addr: SocketAddr) -> io::Result<(TcpStream, Vec<u8>)> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let request = format!(

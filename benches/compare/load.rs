@@ -334,6 +334,26 @@ pub fn fanout(
     Ok(metrics)
 }
 
+/// Fan-out as above, while `stuck` other clients never read a byte. Each
+/// has a tiny receive buffer, so the server's writes to it block after a
+/// few kilobytes. The readers' delivery latency shows whether anyone
+/// waits for them.
+pub fn fanout_with_stuck(
+    server: &Server,
+    clients: usize,
+    stuck: usize,
+    messages: u64,
+    window: u64,
+) -> io::Result<Vec<Metric>> {
+    let mut never_read = Vec::with_capacity(stuck);
+    for _ in 0..stuck {
+        never_read.push(client::connect_small_buffer(server.addr)?);
+    }
+    let result = fanout(server, clients, messages, window);
+    drop(never_read);
+    result
+}
+
 fn fan_phase(
     poll: &mut Poll,
     conns: &mut [Conn],

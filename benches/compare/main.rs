@@ -6,7 +6,7 @@
 //!     cargo bench --bench compare -- --help         # the options
 //!
 //! Scenarios: `codec` (unmasking and decoding, no sockets), `echo`,
-//! `echo-w1`, `large`, `fanout`, `fanout-w1` and `idle`. Every load scenario
+//! `echo-w1`, `large`, `fanout`, `fanout-w1`, `fanout-stuck` and `idle`. Every load scenario
 //! starts a fresh server process for each run, alternates wschat and
 //! tungstenite round by round, and reports the median of the rounds.
 //!
@@ -29,9 +29,10 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage: cargo bench --bench compare -- [SCENARIO...] [OPTIONS]
 
-scenarios (default: all): codec echo echo-w1 large fanout fanout-w1 idle
+scenarios (default: all): codec echo echo-w1 large fanout fanout-w1 fanout-stuck idle
   (echo-w1 and fanout-w1 are echo and fanout with one message in flight at a
-  time, a quarter as many messages: no bursts for either server to batch)
+  time, a quarter as many messages: no bursts for either server to batch;
+  fanout-stuck is fanout while 100 more clients never read)
 
 options:
   --rounds N             rounds per load scenario, alternating servers (default 5; idle 1)
@@ -44,6 +45,7 @@ options:
   --fanout-clients N     default 1000
   --fanout-messages N    messages from the one sender (default 1000)
   --fanout-window N      messages not yet delivered to all (default 16)
+  --stuck-clients N      clients that never read, in fanout-stuck (default 100)
   --idle-clients N       default 10000
   --tungstenite-chat lock|threads
                          the tungstenite chat design for fanout (default lock,
@@ -91,6 +93,7 @@ struct Options {
     fanout_clients: usize,
     fanout_messages: u64,
     fanout_window: u64,
+    stuck_clients: usize,
     idle_clients: usize,
     /// Fan-out against tungstenite's writer-thread chat instead of the shared writer.
     chat_threads: bool,
@@ -109,6 +112,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         fanout_clients: 1000,
         fanout_messages: 1000,
         fanout_window: 16,
+        stuck_clients: 100,
         idle_clients: 10_000,
         chat_threads: false,
     };
@@ -133,6 +137,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--fanout-messages" => o.fanout_messages = value()?,
             "--fanout-window" => o.fanout_window = value()?,
             "--idle-clients" => o.idle_clients = value()? as usize,
+            "--stuck-clients" => o.stuck_clients = value()? as usize,
             "--tungstenite-chat" => match it.next().map(String::as_str) {
                 Some("lock") => o.chat_threads = false,
                 Some("threads") => o.chat_threads = true,
@@ -149,9 +154,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
-            "codec" | "echo" | "echo-w1" | "large" | "fanout" | "fanout-w1" | "idle" => {
-                o.scenarios.push(arg.clone())
-            }
+            "codec" | "echo" | "echo-w1" | "large" | "fanout" | "fanout-w1" | "fanout-stuck"
+            | "idle" => o.scenarios.push(arg.clone()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -163,6 +167,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "large",
             "fanout",
             "fanout-w1",
+            "fanout-stuck",
             "idle",
         ]
         .map(String::from)
@@ -287,6 +292,13 @@ fn run_load(scenario: &str, o: &Options) -> Vec<Row> {
                     o.fanout_window,
                 ),
                 "fanout-w1" => load::fanout(&server, o.fanout_clients, o.fanout_messages / 4, 1),
+                "fanout-stuck" => load::fanout_with_stuck(
+                    &server,
+                    o.fanout_clients,
+                    o.stuck_clients,
+                    o.fanout_messages,
+                    o.fanout_window,
+                ),
                 "idle" => load::idle(&server, o.idle_clients),
                 _ => unreachable!(),
             };
