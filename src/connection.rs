@@ -400,12 +400,17 @@ fn next_job(connection: &Connection) -> WriterJob {
     }
 }
 
-/// The batch as the pieces of one `writev`, a frame each.
+/// The batch as the pieces of one `writev`: head, body, head, body, ...
 fn wire_pieces(batch: &[OutgoingFrame]) -> Vec<IoSlice<'_>> {
-    batch
-        .iter()
-        .map(|frame| IoSlice::new(frame.as_bytes()))
-        .collect()
+    let mut pieces = Vec::with_capacity(2 * batch.len());
+    for frame in batch {
+        for piece in [frame.head(), frame.body()] {
+            if !piece.is_empty() {
+                pieces.push(IoSlice::new(piece));
+            }
+        }
+    }
+    pieces
 }
 
 /// Writes `batch`, from byte `already_sent` on, within `timeout` for the

@@ -97,31 +97,64 @@ pub struct Settings {
     pub mask_key: Option<fn() -> [u8; 4]>,
 }
 
-/// A whole frame, header and payload, as bytes for the wire.
+/// A whole frame, ready for the wire: `head` then `body`.
 ///
-/// A broadcast encodes its frame once ([`OutgoingFrame::server`]), and
-/// every recipient's queue holds the same bytes: a server's frames are not
-/// masked, so they are the same for everyone.
+/// A broadcast encodes its frame once, header and payload together, as the
+/// body ([`OutgoingFrame::server`]), and every recipient's queue holds the
+/// same body: one piece to send, shared by all. A frame for one peer keeps
+/// its header apart, as the head, so that its payload goes out from the
+/// very buffer it came in, uncopied: an echoed message may be 16 MiB.
+///
+/// The body is an `Arc<Vec<u8>>` rather than an `Arc<[u8]>` because a `Vec`
+/// moves into it without being copied.
 #[derive(Debug, Clone)]
-pub struct OutgoingFrame(Arc<Vec<u8>>);
+pub struct OutgoingFrame {
+    head: [u8; MAX_HEADER_LEN],
+    head_len: usize,
+    body: Arc<Vec<u8>>,
+}
 
 impl OutgoingFrame {
-    /// A server's frame (FIN set, not masked, §5.1) carrying `payload`.
+    /// A server's frame (FIN set, not masked, §5.1) carrying `payload`,
+    /// encoded whole to be shared.
     pub fn server(opcode: OpCode, payload: &[u8]) -> OutgoingFrame {
         let mut bytes = Vec::new();
         encode_frame(opcode, payload, &mut bytes);
-        OutgoingFrame(Arc::new(bytes))
+        OutgoingFrame {
+            head: [0; MAX_HEADER_LEN],
+            head_len: 0,
+            body: Arc::new(bytes),
+        }
     }
 
-    /// The bytes to send.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+    /// A frame with `header` and `payload` (already masked if the header
+    /// says so), the payload uncopied.
+    fn new(header: FrameHeader, payload: Vec<u8>) -> OutgoingFrame {
+        let mut encoded = Vec::with_capacity(MAX_HEADER_LEN);
+        header.encode(&mut encoded);
+        let mut head = [0; MAX_HEADER_LEN];
+        head[..encoded.len()].copy_from_slice(&encoded);
+        OutgoingFrame {
+            head,
+            head_len: encoded.len(),
+            body: Arc::new(payload),
+        }
+    }
+
+    /// The bytes to send first (empty if the body is the whole frame).
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    /// The bytes to send after the head.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// What it costs while it waits in a queue: its bytes, and
     /// [`FRAME_OVERHEAD`].
     fn cost(&self) -> usize {
-        self.0.len() + FRAME_OVERHEAD
+        self.head_len + self.body.len() + FRAME_OVERHEAD
     }
 }
 
@@ -279,7 +312,7 @@ impl Session {
         if self.state != State::Open {
             return;
         }
-        let pong = self.frame(OpCode::Pong, &payload);
+        let pong = self.frame(OpCode::Pong, payload);
         match self.waiting_pong {
             Some(i) if self.queued_cost + pong.cost() > self.settings.max_queued => {
                 trace(&self.name, &pong);
@@ -308,7 +341,7 @@ impl Session {
     /// §5.5.1: a close frame is answered with one, unless it answers ours.
     fn receive_close(&mut self, frame: Option<CloseFrame>) {
         if self.state == State::Open {
-            self.push_frame(OpCode::Close, &reply_payload(&frame));
+            self.push_frame(OpCode::Close, reply_payload(&frame));
             self.end(Ending::ClosedByPeer(frame));
         }
         self.state = State::Closed;
@@ -319,7 +352,7 @@ impl Session {
     fn fail(&mut self, error: ProtocolError) {
         if self.state == State::Open {
             let payload = close_payload(error.close_code(), &error.to_string());
-            self.push_frame(OpCode::Close, &payload);
+            self.push_frame(OpCode::Close, payload);
         }
         self.end(Ending::Failed(error));
         self.state = State::Closed;
@@ -361,7 +394,7 @@ impl Session {
             self.close(code::POLICY_VIOLATION, "no pong", now);
         } else {
             keepalive.awaiting_pong = true;
-            self.push_frame(OpCode::Ping, PING_PAYLOAD);
+            self.push_frame(OpCode::Ping, PING_PAYLOAD.to_vec());
         }
     }
 
@@ -369,9 +402,9 @@ impl Session {
 
     /// Queues a data message for the peer, as one frame.
     pub fn send_message(&mut self, message: Message) -> Result<(), NotSent> {
-        let (opcode, payload) = match &message {
-            Message::Text(text) => (OpCode::Text, text.as_bytes()),
-            Message::Binary(data) => (OpCode::Binary, &data[..]),
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
         };
         let frame = self.frame(opcode, payload);
         self.send_data_frame(frame)
@@ -405,7 +438,7 @@ impl Session {
             return;
         }
         self.end(Ending::ClosedByUs(code, reason.to_string()));
-        self.push_frame(OpCode::Close, &close_payload(code, reason));
+        self.push_frame(OpCode::Close, close_payload(code, reason));
         if self.state == State::Open {
             self.state = State::Closing;
             self.close_deadline = Some(now + CLOSE_TIMEOUT);
@@ -442,7 +475,7 @@ impl Session {
     }
 
     /// Makes a frame of `payload` and queues it.
-    fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+    fn push_frame(&mut self, opcode: OpCode, payload: Vec<u8>) {
         let frame = self.frame(opcode, payload);
         self.push(frame);
     }
@@ -463,14 +496,17 @@ impl Session {
 
     /// One whole frame (FIN set) carrying `payload`, masked with a fresh
     /// key if we are the client (§5.3).
-    fn frame(&self, opcode: OpCode, payload: &[u8]) -> OutgoingFrame {
+    fn frame(&self, opcode: OpCode, mut payload: Vec<u8>) -> OutgoingFrame {
         let key = match self.role {
-            Role::Server => return OutgoingFrame::server(opcode, payload),
+            Role::Server => {
+                return OutgoingFrame::new(FrameHeader::server(opcode, payload.len()), payload);
+            }
             Role::Client => (self
                 .settings
                 .mask_key
                 .expect("bug: a client needs mask keys"))(),
         };
+        apply_mask(&mut payload, key, 0);
         let header = FrameHeader {
             fin: true,
             rsv: 0,
@@ -478,12 +514,7 @@ impl Session {
             mask: Some(key),
             payload_len: payload.len() as u64,
         };
-        let mut bytes = Vec::with_capacity(MAX_HEADER_LEN + payload.len());
-        header.encode(&mut bytes);
-        let start = bytes.len();
-        bytes.extend_from_slice(payload);
-        apply_mask(&mut bytes[start..], key, 0);
-        OutgoingFrame(Arc::new(bytes))
+        OutgoingFrame::new(header, payload)
     }
 
     /// Records why the connection ends, unless a reason is already known.
@@ -498,12 +529,13 @@ fn trace(name: &str, frame: &OutgoingFrame) {
     if !log::log_enabled!(log::Level::Trace) {
         return;
     }
-    let Ok(Some((header, header_len))) = FrameHeader::parse(frame.as_bytes()) else {
+    let bytes = [frame.head(), frame.body()].concat();
+    let Ok(Some((header, header_len))) = FrameHeader::parse(&bytes) else {
         unreachable!("bug: a frame of our own does not parse");
     };
     // A client's payload is masked: show it unmasked, as the other side
     // will read it.
-    let mut payload = frame.as_bytes()[header_len..].to_vec();
+    let mut payload = bytes[header_len..].to_vec();
     if let Some(key) = header.mask {
         apply_mask(&mut payload, key, 0);
     }
@@ -581,7 +613,8 @@ mod tests {
     fn sent(session: &mut Session) -> Vec<u8> {
         let mut bytes = Vec::new();
         for out in session.take_outgoing() {
-            bytes.extend(out.as_bytes());
+            bytes.extend(out.head());
+            bytes.extend(out.body());
         }
         bytes
     }
@@ -1062,9 +1095,9 @@ mod tests {
         let out = client.take_outgoing();
         let mut keys = Vec::new();
         for frame in &out {
-            let (header, len) = FrameHeader::parse(frame.as_bytes()).unwrap().unwrap();
+            let (header, _) = FrameHeader::parse(frame.head()).unwrap().unwrap();
             let key = header.mask.expect("a client frame is masked");
-            let mut payload = frame.as_bytes()[len..].to_vec();
+            let mut payload = frame.body().to_vec();
             apply_mask(&mut payload, key, 0);
             assert_eq!(payload, b"Hello");
             keys.push(key);
