@@ -18,7 +18,7 @@ pub struct Config {
     pub max_clients: usize,
     /// Origins allowed to connect; empty means any.
     pub allow_origins: Vec<String>,
-    /// Silence after which the server pings; `None` turns pings off.
+    /// How often the server pings every client; `None` turns pings off.
     pub ping_interval: Option<Duration>,
     /// Time a client has to send its whole opening request.
     pub handshake_timeout: Duration,
@@ -53,7 +53,7 @@ Options:
   --max-message BYTES        largest message accepted, after reassembly [default: 1048576]
   --max-clients N            connections served at once; more get HTTP 503 [default: 10000]
   --allow-origin ORIGIN      accept handshakes only from this Origin (repeatable) [default: any]
-  --ping-interval SECS       ping a client silent this long; 0 = off [default: 30]
+  --ping-interval SECS       ping every client this often; 0 = off [default: 30]
   --handshake-timeout SECS   time allowed for the opening request [default: 10]
   --write-timeout SECS       drop a client whose writes block this long [default: 10]
   -h, --help                 print this help

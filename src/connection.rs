@@ -3,21 +3,21 @@
 //! session's ([`crate::session`]).
 //!
 //! [`read_request`] reads the opening handshake. After the `101`, a
-//! [`Connection`] holds the socket and its [`Session`], and two threads
-//! pump bytes:
+//! [`Connection`] holds the socket and its [`Session`], shared by:
 //!
-//! - the *reader* (the client's own thread, [`run`]) reads the socket into
-//!   [`Session::receive_data`] and hands each message on; it also keeps
-//!   time, reading with a timeout that ends at the session's next deadline;
-//! - the *writer* ([`start_writer`]) waits until the session has something
-//!   to send, and writes it.
-//!
-//! Any other thread may queue a message for this client
-//! ([`Connection::send_shared`]): it takes the session's lock, which is
-//! never held across a system call, adds to the queue, wakes the writer,
-//! and leaves. Only the writer ever waits on this client's socket.
+//! - the *reader* (the client's own thread, [`run`]), which reads the
+//!   socket into [`Session::receive_data`], hands each message on, and then
+//!   sends what that read queued, for every client, without waiting
+//!   ([`Connection::flush`]); it also keeps time, reading with a timeout
+//!   that ends at the session's next deadline;
+//! - any thread that broadcasts to this client ([`Connection::send_shared`]):
+//!   it takes the session's lock, which is never held across a system call,
+//!   adds to the queue, and leaves;
+//! - the *writer*, a second thread of the client's own that exists only
+//!   while its socket is full ([`write_loop`]). It is the only thread that
+//!   ever waits on this client's socket.
 
-use crate::handshake::{HandshakeError, MAX_REQUEST_BYTES, Parse, Request, parse_request};
+use crate::handshake::{MAX_REQUEST_BYTES, Parse, Refusal, Request, parse_request};
 use crate::message::Message;
 use crate::os;
 use crate::session::{CLOSE_TIMEOUT, Ending, NotSent, OutgoingFrame, Session, State};
@@ -26,25 +26,26 @@ use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-/// The most bytes one `read` may bring in.
+/// The most bytes one `read` may bring in. (Public for the benchmark's
+/// decoding figures, which read in pieces of this size too.)
 pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// The size of a connection's read buffer until a read fills it; it then
 /// doubles, up to [`READ_BUFFER_SIZE`]. Most clients of a chat room are idle,
 /// and an idle client's buffer is resident memory (docs/performance.md).
-pub const FIRST_READ_BUFFER_SIZE: usize = 1024;
+const FIRST_READ_BUFFER_SIZE: usize = 1024;
 
-/// Stack size of a writer thread: it only waits and writes.
-pub const WRITER_STACK_SIZE: usize = 64 * 1024;
+/// Stack size of a writer thread: it only writes.
+const WRITER_STACK_SIZE: usize = 64 * 1024;
 
 /// Why reading the opening request stopped short.
 #[derive(Debug)]
 pub enum RequestError {
     /// The request is wrong: answer it with an HTTP error status.
-    Invalid(HandshakeError),
+    Invalid(Refusal),
     /// The client did not finish its request within the handshake timeout.
     TimedOut,
     /// The client closed the connection before finishing its request,
@@ -106,7 +107,7 @@ pub fn read_request(
 }
 
 /// Whether a read or write failed because its timeout ran out.
-pub fn is_timeout(e: &io::Error) -> bool {
+fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -114,7 +115,7 @@ pub fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Writes a complete HTTP response, then closes our side.
-pub fn send_http(mut stream: &TcpStream, response: &[u8]) -> io::Result<()> {
+pub(crate) fn send_http(mut stream: &TcpStream, response: &[u8]) -> io::Result<()> {
     stream.write_all(response)?;
     stream.flush()?;
     let _ = stream.shutdown(Shutdown::Write);
@@ -154,9 +155,9 @@ pub struct Connection {
     pub name: String,
     stream: TcpStream,
     shared: Mutex<Shared>,
-    /// Wakes the writer: frames were handed over to it, or the session
-    /// closed.
-    wake_writer: Condvar,
+    /// Signalled when the last writing ends after the session closed:
+    /// [`finish`] waits for it before closing TCP.
+    done_writing: Condvar,
     /// How long writing one batch may take before the client is given up on.
     write_timeout: Duration,
 }
@@ -166,9 +167,9 @@ pub struct Connection {
 #[derive(Debug)]
 struct Shared {
     session: Session,
-    /// A thread is writing to the socket right now (the writer, or one
-    /// [`Connection::flush`]ing): only one at a time, so that frames never
-    /// interleave on the wire.
+    /// A thread is writing to the socket right now (one that is
+    /// [`Connection::flush`]ing, or the writer): only one at a time, so that
+    /// frames never interleave on the wire.
     writing: bool,
     /// Frames that a flush could not send without waiting, and how many of
     /// their bytes it did send: the writer thread sends the rest.
@@ -195,10 +196,12 @@ impl Connection {
             stream,
             shared: Mutex::new(Shared {
                 session,
-                writing: false,
+                // Until the 101 is written (`send_handshake_response`), no
+                // frame may go out: the socket counts as being written to.
+                writing: true,
                 handed_over: None,
             }),
-            wake_writer: Condvar::new(),
+            done_writing: Condvar::new(),
             write_timeout,
         }
     }
@@ -220,15 +223,14 @@ impl Connection {
         };
         if given_up {
             let _ = self.stream.shutdown(Shutdown::Both);
-            self.wake_writer.notify_one();
         }
         result
     }
 
-    /// Queues a data frame whose payload is shared with other clients'
-    /// queues. It goes out when this thread calls [`flush_queued`] (the
-    /// reader does after every read), or from the client's writer thread if
-    /// the socket is full. Nobody waits for this client.
+    /// Queues a data frame that other clients' queues share. It goes out
+    /// when this thread calls [`flush_queued`] (the reader does after every
+    /// read), or from the client's writer thread if the socket is full.
+    /// Nobody waits for this client.
     pub fn send_shared(self: &Arc<Self>, frame: &OutgoingFrame) -> Result<(), NotSent> {
         self.queue(|session| session.send_shared(frame))
     }
@@ -255,7 +257,7 @@ impl Connection {
     }
 
     /// Starts the closing handshake with `code` (from any thread).
-    pub fn close(&self, code: u16, reason: &str) {
+    pub fn close(self: &Arc<Self>, code: u16, reason: &str) {
         self.update(|session| session.close(code, reason, Instant::now()));
         self.flush();
     }
@@ -266,11 +268,70 @@ impl Connection {
     }
 
     /// Writes the handshake's response (the `101`) to the socket itself.
-    /// Called once, before [`start_writer`]: frames that broadcasts queue
-    /// meanwhile wait, so they go out after it.
-    pub fn send_handshake_response(&self, response: &[u8]) -> io::Result<()> {
+    /// Called once, first: a new connection counts as being written to, so
+    /// frames that broadcasts queue meanwhile wait in the queue, and go out
+    /// after the 101.
+    pub fn send_handshake_response(self: &Arc<Self>, response: &[u8]) -> io::Result<()> {
         self.stream.set_write_timeout(Some(self.write_timeout))?;
-        (&self.stream).write_all(response)
+        (&self.stream).write_all(response)?;
+        self.shared().writing = false;
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends what the session has queued, as far as the socket takes it
+    /// without waiting, unless another thread is writing already (then that
+    /// thread sends it). What the socket does not take now is handed over to
+    /// a writer thread, which may wait for it.
+    fn flush(self: &Arc<Self>) {
+        let mut shared = self.shared();
+        if shared.writing {
+            return;
+        }
+        // Frames queued while we send are ours to send too: the threads
+        // that queued them saw us writing and left them.
+        while shared.session.has_outgoing() {
+            shared.writing = true;
+            let batch = shared.session.take_outgoing();
+            drop(shared);
+            let pieces = wire_pieces(&batch);
+            let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+            let sent = os::send_without_blocking(&self.stream, &pieces);
+            drop(pieces);
+            shared = self.shared();
+            match sent {
+                Ok(n) if n == total => shared.writing = false,
+                Ok(n) => {
+                    // The socket is full: `writing` stays set, for the writer.
+                    shared.handed_over = Some((batch, n));
+                    drop(shared);
+                    return self.start_writer();
+                }
+                Err(e) => {
+                    shared.writing = false;
+                    drop(shared);
+                    return self.give_up(format!("write failed: {e}"));
+                }
+            }
+        }
+        if shared.session.state() == State::Closed {
+            self.done_writing.notify_all();
+        }
+    }
+
+    /// Starts a writer thread for what a flush handed over. If no thread
+    /// can be had, the client cannot be served: it is given up on.
+    fn start_writer(self: &Arc<Self>) {
+        let connection = Arc::clone(self);
+        // Linux allows 15 bytes for a thread name: `ID54321` fits with `>`.
+        let started = thread::Builder::new()
+            .name(format!("{}>", self.name))
+            .stack_size(WRITER_STACK_SIZE)
+            .spawn(move || write_loop(&connection));
+        if let Err(e) = started {
+            self.end_writing();
+            self.give_up(format!("no thread for its writer: {e}"));
+        }
     }
 
     /// Gives up on the client at once: nothing more is sent, and the socket
@@ -279,124 +340,54 @@ impl Connection {
         self.update(|session| session.give_up(why));
     }
 
-    /// Sends what the session has queued, as far as the socket takes it
-    /// without waiting. Unless another thread is writing already: then
-    /// that thread sends it. What the socket does not take now is handed
-    /// over to the writer thread, which may wait for it.
-    pub fn flush(&self) {
-        let batch = {
-            let mut shared = self.shared();
-            if shared.writing || !shared.session.has_outgoing() {
-                return self.wake_writer_if_closed(&shared);
-            }
-            shared.writing = true;
-            shared.session.take_outgoing()
-        };
-        let pieces = wire_pieces(&batch);
-        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-        let sent = os::send_without_blocking(&self.stream, &pieces);
-        drop(pieces);
+    /// Whoever was writing is done.
+    fn end_writing(&self) {
         let mut shared = self.shared();
-        match sent {
-            Ok(n) if n == total => shared.writing = false,
-            Ok(n) => shared.handed_over = Some((batch, n)),
-            Err(e) => {
-                shared.writing = false;
-                shared.session.give_up(format!("write failed: {e}"));
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
-        }
-        // The writer thread wakes only when there is work for it.
-        if shared.handed_over.is_some() || shared.session.has_outgoing() {
-            self.wake_writer.notify_one();
-        } else {
-            self.wake_writer_if_closed(&shared);
-        }
-    }
-
-    /// Once the session is closed, the writer closes TCP: wake it.
-    fn wake_writer_if_closed(&self, shared: &Shared) {
-        if shared.session.state() == State::Closed {
-            self.wake_writer.notify_one();
-        }
+        shared.writing = false;
+        shared.handed_over = None;
+        self.done_writing.notify_all();
     }
 }
 
 /// Sends everything this thread has queued since it last called this, to
 /// every client, without waiting for any of them ([`Connection::flush`]).
-pub fn flush_queued() {
+fn flush_queued() {
     let queued = QUEUED.with(|queued| std::mem::take(&mut *queued.borrow_mut()));
     for connection in queued {
         connection.flush();
     }
 }
 
-/// Starts the writer thread, which sends what [`Connection::flush`] could
-/// not, until the connection is closed.
-pub fn start_writer(connection: &Arc<Connection>) -> io::Result<JoinHandle<()>> {
-    let connection = Arc::clone(connection);
-    // Linux allows 15 bytes for a thread name: `ID54321` fits with `>`.
-    thread::Builder::new()
-        .name(format!("{}>", connection.name))
-        .stack_size(WRITER_STACK_SIZE)
-        .spawn(move || write_loop(&connection))
-}
-
-/// What the writer does next.
-enum WriterJob {
-    /// Send these frames, the first `usize` bytes of which are already sent.
-    Write(Vec<OutgoingFrame>, usize),
-    /// The session is closed and everything is sent: close TCP.
-    Finish,
-}
-
-/// The writer: waits for frames that could not be sent without waiting,
-/// sends them (waiting at most the write timeout), until the session closes.
+/// The writer: a thread of the client's own that exists only while the
+/// socket is full. It sends what a flush handed over, waiting as long as it
+/// must (at most the write timeout for each batch), then whatever was queued
+/// meanwhile, and ends once it has caught up.
 fn write_loop(connection: &Connection) {
     loop {
-        let (batch, already_sent) = match next_job(connection) {
-            WriterJob::Write(batch, already_sent) => (batch, already_sent),
-            WriterJob::Finish => {
-                // §7.1.1: "the server SHOULD close the underlying TCP
-                // connection first". The reader waits for the client's side.
-                let _ = connection.stream.shutdown(Shutdown::Write);
-                return;
+        let (batch, already_sent) = {
+            let mut shared = connection.shared();
+            match shared.handed_over.take() {
+                Some(handed_over) => handed_over,
+                None if shared.session.has_outgoing() => (shared.session.take_outgoing(), 0),
+                None => {
+                    // Caught up. Under the same lock as the check, so that a
+                    // flush never finds `writing` set by a writer that has
+                    // already decided to stop.
+                    shared.writing = false;
+                    connection.done_writing.notify_all();
+                    return;
+                }
             }
         };
-        let written = write_batch(
+        if let Err(why) = write_batch(
             &connection.stream,
             &batch,
             already_sent,
             connection.write_timeout,
-        );
-        connection.shared().writing = false;
-        if let Err(why) = written {
+        ) {
             connection.give_up(why);
-            return;
+            return connection.end_writing();
         }
-    }
-}
-
-/// Waits until the writer has something to do.
-fn next_job(connection: &Connection) -> WriterJob {
-    let mut shared = connection.shared();
-    loop {
-        if let Some((batch, already_sent)) = shared.handed_over.take() {
-            return WriterJob::Write(batch, already_sent); // `writing` stays set
-        }
-        if !shared.writing {
-            if shared.session.has_outgoing() {
-                shared.writing = true;
-                return WriterJob::Write(shared.session.take_outgoing(), 0);
-            }
-            if shared.session.state() == State::Closed {
-                return WriterJob::Finish;
-            }
-        }
-        shared = connection
-            .wake_writer
-            .wait(shared)
-            .unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -462,7 +453,11 @@ fn too_slow() -> String {
 /// It reads until the session is closed. The session's deadlines
 /// (keep-alive, the close timeout) are the read's timeout: when a read
 /// times out, the session is told the time ([`Session::tick`]).
-pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(Message)) -> Ending {
+pub fn run(
+    connection: &Arc<Connection>,
+    pending: &[u8],
+    mut on_message: impl FnMut(Message),
+) -> Ending {
     receive(connection, pending, &mut on_message);
     let mut buf = vec![0u8; FIRST_READ_BUFFER_SIZE];
     while connection.state() != State::Closed {
@@ -485,7 +480,6 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
         };
         if n == 0 {
             connection.update(|session| session.receive_eof());
-            connection.flush();
             break;
         }
         receive(connection, &buf[..n], &mut on_message);
@@ -506,7 +500,7 @@ pub fn run(connection: &Connection, pending: &[u8], mut on_message: impl FnMut(M
 /// `on_message`, one at a time: the session's lock is let go before the
 /// message is handed on (a broadcast takes every client's lock, this
 /// one's too). Then sends what all that queued, for everyone.
-fn receive(connection: &Connection, mut bytes: &[u8], on_message: &mut impl FnMut(Message)) {
+fn receive(connection: &Arc<Connection>, mut bytes: &[u8], on_message: &mut impl FnMut(Message)) {
     loop {
         let (used, message) = connection.update(|session| session.receive_data(bytes));
         bytes = &bytes[used..];
@@ -519,12 +513,20 @@ fn receive(connection: &Connection, mut bytes: &[u8], on_message: &mut impl FnMu
     flush_queued();
 }
 
-/// Ends the connection once the writer is done: waits for it (it finishes
-/// within the write timeout), then reads until the client closes its side
-/// too, for at most [`CLOSE_TIMEOUT`], and closes the socket.
-pub fn finish(connection: &Connection, writer: JoinHandle<()>) {
-    if writer.join().is_err() {
-        log::error!("{}: the writer thread panicked", connection.name);
-    }
+/// Ends the connection: sends what is still queued (the close frame, often),
+/// waits until nobody is writing (the writer finishes within the write
+/// timeout), closes our side of TCP first (§7.1.1: "the server SHOULD close
+/// the underlying TCP connection first"), then reads until the client closes
+/// its side too, for at most [`CLOSE_TIMEOUT`].
+pub fn finish(connection: &Arc<Connection>) {
+    connection.flush();
+    let wait = connection.write_timeout + CLOSE_TIMEOUT;
+    let shared = connection
+        .done_writing
+        .wait_timeout_while(connection.shared(), wait, |shared| shared.writing)
+        .map(|(shared, _)| shared)
+        .unwrap_or_else(|e| e.into_inner().0);
+    drop(shared);
+    let _ = connection.stream.shutdown(Shutdown::Write);
     drain_until_closed(&connection.stream);
 }

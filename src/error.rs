@@ -4,7 +4,7 @@
 //! Every rule the frame and message layers enforce fails with one
 //! [`ProtocolError`] variant, and [`ProtocolError::close_code`] is the one place
 //! that maps faults to the status codes of RFC 6455 §7.4.1. The handshake has its
-//! own error type, [`crate::handshake::HandshakeError`], because before the
+//! own error type, [`crate::handshake::Refusal`], because before the
 //! upgrade a fault is answered with an HTTP status instead.
 
 use std::fmt;

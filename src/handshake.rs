@@ -47,9 +47,11 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
 }
 
-/// Why a request is refused, and so which HTTP status answers it.
+/// Why a request is refused, and so which HTTP status answers it: a bad
+/// upgrade request, but also plain HTTP (404, 405) and the server's own
+/// limits (408, 503).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandshakeError {
+pub enum Refusal {
     /// 431: no blank line within [`MAX_REQUEST_BYTES`].
     HeadersTooLarge,
     /// 400: the request head is not UTF-8 text.
@@ -80,77 +82,77 @@ pub enum HandshakeError {
     TimedOut,
 }
 
-impl HandshakeError {
+impl Refusal {
     /// The status code and reason phrase that answer this error.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
-            HandshakeError::HeadersTooLarge => (431, "Request Header Fields Too Large"),
-            HandshakeError::MethodNotAllowed(_) => (405, "Method Not Allowed"),
-            HandshakeError::NotFound(_) => (404, "Not Found"),
-            HandshakeError::UnsupportedVersion => (426, "Upgrade Required"),
-            HandshakeError::ForbiddenOrigin(_) => (403, "Forbidden"),
-            HandshakeError::TooManyClients => (503, "Service Unavailable"),
-            HandshakeError::TimedOut => (408, "Request Timeout"),
+            Refusal::HeadersTooLarge => (431, "Request Header Fields Too Large"),
+            Refusal::MethodNotAllowed(_) => (405, "Method Not Allowed"),
+            Refusal::NotFound(_) => (404, "Not Found"),
+            Refusal::UnsupportedVersion => (426, "Upgrade Required"),
+            Refusal::ForbiddenOrigin(_) => (403, "Forbidden"),
+            Refusal::TooManyClients => (503, "Service Unavailable"),
+            Refusal::TimedOut => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
         }
     }
 }
 
-impl fmt::Display for HandshakeError {
+impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandshakeError::HeadersTooLarge => {
+            Refusal::HeadersTooLarge => {
                 write!(f, "request headers are over {MAX_REQUEST_BYTES} bytes")
             }
-            HandshakeError::NotUtf8 => write!(f, "request is not valid UTF-8 text"),
-            HandshakeError::BadRequestLine => {
+            Refusal::NotUtf8 => write!(f, "request is not valid UTF-8 text"),
+            Refusal::BadRequestLine => {
                 write!(f, "request line is not 'METHOD /path HTTP/1.1'")
             }
-            HandshakeError::UnsupportedHttpVersion(v) => {
+            Refusal::UnsupportedHttpVersion(v) => {
                 write!(f, "HTTP version {v:?} is not supported; use HTTP/1.1")
             }
-            HandshakeError::BadHeader(line) => write!(f, "malformed header line {line:?}"),
-            HandshakeError::MethodNotAllowed(m) => {
+            Refusal::BadHeader(line) => write!(f, "malformed header line {line:?}"),
+            Refusal::MethodNotAllowed(m) => {
                 write!(f, "method {m:?} is not allowed; use GET")
             }
-            HandshakeError::NotFound(path) => write!(f, "no page at {path:?}"),
-            HandshakeError::MissingHeader(what) => write!(f, "missing {what}"),
-            HandshakeError::DuplicateKey => write!(f, "Sec-WebSocket-Key appears more than once"),
-            HandshakeError::BadKey => {
+            Refusal::NotFound(path) => write!(f, "no page at {path:?}"),
+            Refusal::MissingHeader(what) => write!(f, "missing {what}"),
+            Refusal::DuplicateKey => write!(f, "Sec-WebSocket-Key appears more than once"),
+            Refusal::BadKey => {
                 write!(
                     f,
                     "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
                 )
             }
-            HandshakeError::UnsupportedVersion => {
+            Refusal::UnsupportedVersion => {
                 write!(f, "Sec-WebSocket-Version must be {WEBSOCKET_VERSION}")
             }
-            HandshakeError::ForbiddenOrigin(o) => write!(f, "origin {o:?} is not allowed"),
-            HandshakeError::TooManyClients => write!(f, "too many clients; try again later"),
-            HandshakeError::TimedOut => write!(f, "the request took too long to arrive"),
+            Refusal::ForbiddenOrigin(o) => write!(f, "origin {o:?} is not allowed"),
+            Refusal::TooManyClients => write!(f, "too many clients; try again later"),
+            Refusal::TimedOut => write!(f, "the request took too long to arrive"),
         }
     }
 }
 
-impl std::error::Error for HandshakeError {}
+impl std::error::Error for Refusal {}
 
 /// Finds the end of the request head in `buf` and parses it.
 ///
 /// Returns [`Parse::Partial`] while the blank line that ends the head has not
-/// arrived, and [`HandshakeError::HeadersTooLarge`] once [`MAX_REQUEST_BYTES`]
+/// arrived, and [`Refusal::HeadersTooLarge`] once [`MAX_REQUEST_BYTES`]
 /// have arrived without it. On success the count is the length of the head,
 /// blank line included; any bytes after it belong to the WebSocket stream.
-pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, HandshakeError> {
+pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, Refusal> {
     let window = &buf[..buf.len().min(MAX_REQUEST_BYTES)];
     // RFC 7230 §3: the head ends with an empty line, CRLF CRLF.
     let Some(end) = window.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() >= MAX_REQUEST_BYTES {
-            Err(HandshakeError::HeadersTooLarge)
+            Err(Refusal::HeadersTooLarge)
         } else {
             Ok(Parse::Partial)
         };
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| HandshakeError::NotUtf8)?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| Refusal::NotUtf8)?;
     let mut lines = head.split("\r\n");
     let (method, path) = parse_request_line(lines.next().unwrap_or(""))?;
     let headers = lines.map(parse_header_line).collect::<Result<_, _>>()?;
@@ -163,25 +165,25 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, HandshakeError> {
 }
 
 /// `GET /chat HTTP/1.1` into its method and target (RFC 7230 §3.1.1).
-fn parse_request_line(line: &str) -> Result<(String, String), HandshakeError> {
+fn parse_request_line(line: &str) -> Result<(String, String), Refusal> {
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(HandshakeError::BadRequestLine);
+        return Err(Refusal::BadRequestLine);
     };
     if method.is_empty() || !method.bytes().all(is_token_byte) || !target.starts_with('/') {
-        return Err(HandshakeError::BadRequestLine);
+        return Err(Refusal::BadRequestLine);
     }
     if version != "HTTP/1.1" {
-        return Err(HandshakeError::UnsupportedHttpVersion(version.to_string()));
+        return Err(Refusal::UnsupportedHttpVersion(version.to_string()));
     }
     Ok((method.to_string(), target.to_string()))
 }
 
 /// `Name: value` into its two parts (RFC 7230 §3.2).
-fn parse_header_line(line: &str) -> Result<(String, String), HandshakeError> {
-    let bad = || HandshakeError::BadHeader(line.chars().take(80).collect());
+fn parse_header_line(line: &str) -> Result<(String, String), Refusal> {
+    let bad = || Refusal::BadHeader(line.chars().take(80).collect());
     let (name, value) = line.split_once(':').ok_or_else(bad)?;
     // RFC 7230 §3.2.4: no whitespace between name and colon, and no
     // obs-fold (a line starting with whitespace continuing the previous one).
@@ -247,28 +249,28 @@ pub struct HandshakeResponse {
 pub fn validate(
     request: &Request,
     allowed_origins: &[String],
-) -> Result<HandshakeResponse, HandshakeError> {
+) -> Result<HandshakeResponse, Refusal> {
     // §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     if request.method != "GET" {
-        return Err(HandshakeError::MethodNotAllowed(request.method.clone()));
+        return Err(Refusal::MethodNotAllowed(request.method.clone()));
     }
     // §4.2.1 item 2: "A |Host| header field".
     if request.header("Host").is_none() {
-        return Err(HandshakeError::MissingHeader("Host header"));
+        return Err(Refusal::MissingHeader("Host header"));
     }
     // §4.2.1 item 3: Upgrade "including the value websocket", case-insensitive.
     if !request.has_token("Upgrade", "websocket") {
-        return Err(HandshakeError::MissingHeader("Upgrade: websocket"));
+        return Err(Refusal::MissingHeader("Upgrade: websocket"));
     }
     // §4.2.1 item 4: Connection "that includes the token Upgrade".
     if !request.has_token("Connection", "Upgrade") {
-        return Err(HandshakeError::MissingHeader("Connection: Upgrade"));
+        return Err(Refusal::MissingHeader("Connection: Upgrade"));
     }
     let key = validate_key(request)?;
     // §4.2.1 item 6 and §4.4: anything but 13 gets 426 naming the version we speak.
     let mut versions = request.header_values("Sec-WebSocket-Version");
     if versions.next() != Some(WEBSOCKET_VERSION) || versions.next().is_some() {
-        return Err(HandshakeError::UnsupportedVersion);
+        return Err(Refusal::UnsupportedVersion);
     }
     check_origin(request, allowed_origins)?;
     // §4.2.2 item 5: select one offered subprotocol, or none. Unlike header
@@ -287,23 +289,23 @@ pub fn validate(
 }
 
 /// §4.2.1 item 5: exactly one `Sec-WebSocket-Key`, the base64 of 16 bytes.
-fn validate_key(request: &Request) -> Result<&str, HandshakeError> {
+fn validate_key(request: &Request) -> Result<&str, Refusal> {
     let mut keys = request.header_values("Sec-WebSocket-Key");
     let key = keys
         .next()
-        .ok_or(HandshakeError::MissingHeader("Sec-WebSocket-Key header"))?;
+        .ok_or(Refusal::MissingHeader("Sec-WebSocket-Key header"))?;
     if keys.next().is_some() {
-        return Err(HandshakeError::DuplicateKey);
+        return Err(Refusal::DuplicateKey);
     }
     match BASE64.decode(key) {
         Ok(nonce) if nonce.len() == 16 => Ok(key),
-        _ => Err(HandshakeError::BadKey),
+        _ => Err(Refusal::BadKey),
     }
 }
 
 /// §4.2.2 item 4 and §10.2: browsers always send `Origin`, so a server can
 /// refuse pages from sites it does not trust.
-fn check_origin(request: &Request, allowed: &[String]) -> Result<(), HandshakeError> {
+fn check_origin(request: &Request, allowed: &[String]) -> Result<(), Refusal> {
     if allowed.is_empty() {
         return Ok(());
     }
@@ -311,7 +313,7 @@ fn check_origin(request: &Request, allowed: &[String]) -> Result<(), HandshakeEr
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
         Ok(())
     } else {
-        Err(HandshakeError::ForbiddenOrigin(origin.to_string()))
+        Err(Refusal::ForbiddenOrigin(origin.to_string()))
     }
 }
 
@@ -364,11 +366,11 @@ pub fn http_response(status: (u16, &str), content_type: &str, extra: &str, body:
 
 /// The response that refuses a handshake: its status and a one-line
 /// plain-text body saying what was wrong.
-pub fn error_response(error: &HandshakeError) -> Vec<u8> {
+pub fn error_response(error: &Refusal) -> Vec<u8> {
     // §4.4: a 426 names the versions the server does speak.
     let extra = match error {
-        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
-        HandshakeError::MethodNotAllowed(_) => "Allow: GET\r\n",
+        Refusal::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+        Refusal::MethodNotAllowed(_) => "Allow: GET\r\n",
         _ => "",
     };
     let body = format!("{error}\n");
@@ -403,7 +405,7 @@ mod tests {
         }
     }
 
-    fn check(text: &str) -> Result<HandshakeResponse, HandshakeError> {
+    fn check(text: &str) -> Result<HandshakeResponse, Refusal> {
         validate(&parse(text), &[])
     }
 
@@ -491,8 +493,8 @@ mod tests {
     fn head_over_8_kib_is_431() {
         let mut bytes = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
         bytes.resize(MAX_REQUEST_BYTES, b'a');
-        assert_eq!(parse_request(&bytes), Err(HandshakeError::HeadersTooLarge));
-        assert_eq!(HandshakeError::HeadersTooLarge.status().0, 431);
+        assert_eq!(parse_request(&bytes), Err(Refusal::HeadersTooLarge));
+        assert_eq!(Refusal::HeadersTooLarge.status().0, 431);
         // One byte less might still end with a blank line: keep reading.
         assert_eq!(
             parse_request(&bytes[..MAX_REQUEST_BYTES - 1]),
@@ -516,7 +518,7 @@ mod tests {
             "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         ] {
             let text = SAMPLE.replace("dGhlIHNhbXBsZSBub25jZQ==", key);
-            assert_eq!(check(&text), Err(HandshakeError::BadKey), "key {key:?}");
+            assert_eq!(check(&text), Err(Refusal::BadKey), "key {key:?}");
         }
     }
 
@@ -526,14 +528,14 @@ mod tests {
             "Origin:",
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin:",
         );
-        assert_eq!(check(&text), Err(HandshakeError::DuplicateKey));
+        assert_eq!(check(&text), Err(Refusal::DuplicateKey));
     }
 
     #[test]
     fn version_other_than_13_is_426_naming_13() {
         let text = SAMPLE.replace("Version: 13", "Version: 8");
         let err = check(&text).unwrap_err();
-        assert_eq!(err, HandshakeError::UnsupportedVersion);
+        assert_eq!(err, Refusal::UnsupportedVersion);
         let response = String::from_utf8(error_response(&err)).unwrap();
         assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(response.contains("\r\nSec-WebSocket-Version: 13\r\n"));
@@ -568,10 +570,7 @@ mod tests {
             assert_eq!(err.status().0, 400, "{line:?}");
         }
         let old = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap_err();
-        assert_eq!(
-            old,
-            HandshakeError::UnsupportedHttpVersion("HTTP/1.0".into())
-        );
+        assert_eq!(old, Refusal::UnsupportedHttpVersion("HTTP/1.0".into()));
     }
 
     #[test]
@@ -585,14 +584,14 @@ mod tests {
         ] {
             let text = format!("GET / HTTP/1.1\r\n{header}\r\n\r\n");
             let err = parse_request(text.as_bytes()).unwrap_err();
-            assert!(matches!(err, HandshakeError::BadHeader(_)), "{header:?}");
+            assert!(matches!(err, Refusal::BadHeader(_)), "{header:?}");
         }
     }
 
     #[test]
     fn non_utf8_request_is_400() {
         let err = parse_request(b"GET /\xff HTTP/1.1\r\n\r\n").unwrap_err();
-        assert_eq!(err, HandshakeError::NotUtf8);
+        assert_eq!(err, Refusal::NotUtf8);
     }
 
     #[test]
@@ -606,7 +605,7 @@ mod tests {
 
     #[test]
     fn error_response_has_plain_text_body_and_length() {
-        let response = String::from_utf8(error_response(&HandshakeError::BadKey)).unwrap();
+        let response = String::from_utf8(error_response(&Refusal::BadKey)).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains("Content-Type: text/plain; charset=utf-8"));

@@ -3,10 +3,9 @@
 //! [`serve`] accepts connections and hands each to its own thread, named
 //! after the client (`ID54321`). That thread reads the opening request
 //! ([`crate::handshake`]). A plain HTTP request gets the chat page (or 404
-//! or 405); an upgrade request gets a [`Connection`] whose first queued
-//! bytes are the `101 Switching Protocols`, a writer thread, a place in the
-//! room ([`crate::chat`]), and the reader loop ([`connection::run`]) until
-//! the client leaves.
+//! or 405); an upgrade request gets a [`Connection`], a place in the room
+//! ([`crate::chat`]), `101 Switching Protocols`, and the reader loop
+//! ([`connection::run`]) until the client leaves.
 //!
 //! [`Server::stop`] is the graceful stop of SIGINT and SIGTERM: no new
 //! connections, a close frame with 1001 (Going Away) to every client, and a
@@ -14,10 +13,10 @@
 
 use crate::chat::{Chat, client_name, max_queued};
 use crate::config::Config;
-use crate::connection::{self, Connection, RequestError, read_request, send_http, start_writer};
+use crate::connection::{self, Connection, RequestError, read_request, send_http};
 use crate::error::code;
 use crate::frame::Role;
-use crate::handshake::{self, HandshakeError, Request, error_response, http_response};
+use crate::handshake::{self, Refusal, Request, error_response, http_response};
 use crate::session::{Session, Settings};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant};
 
 /// Stack size of a client thread. The default 2 MiB is address space wasted
 /// on a thread that only parses frames; 128 KiB leaves plenty of headroom.
+/// (Public for the benchmark, whose reference server uses the same.)
 pub const CLIENT_STACK_SIZE: usize = 128 * 1024;
 
 /// How long a graceful stop waits for clients to answer its close frames.
@@ -186,7 +186,7 @@ fn refuse_without_thread(mut stream: &TcpStream) {
         let _ = stream.set_nonblocking(false);
     }
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = stream.write_all(&error_response(&HandshakeError::TooManyClients));
+    let _ = stream.write_all(&error_response(&Refusal::TooManyClients));
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
@@ -216,7 +216,7 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         // RFC 6455 sets no time limit; wschat does (§10.4 asks servers to
         // limit what one client can hold), and a 408 tells a human at a
         // terminal what happened.
-        Err(RequestError::TimedOut) => return refuse(&stream, &name, &HandshakeError::TimedOut),
+        Err(RequestError::TimedOut) => return refuse(&stream, &name, &Refusal::TimedOut),
         // Browsers open spare connections they may never use: not news.
         Err(e @ RequestError::Closed(0)) => return log::debug!("{name}: {e}"),
         Err(e) => return log::info!("{name}: handshake not completed: {e}"),
@@ -231,7 +231,7 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         return serve_http(&stream, &name, &request);
     }
     if server.connections() > config.max_clients || server.stopping.load(Ordering::SeqCst) {
-        return refuse(&stream, &name, &HandshakeError::TooManyClients);
+        return refuse(&stream, &name, &Refusal::TooManyClients);
     }
     let response = match handshake::validate(&request, &config.allow_origins) {
         Ok(response) => response.to_bytes(),
@@ -251,22 +251,13 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         session,
         config.write_timeout,
     ));
-    // The client joins the room before its 101 is sent, and its writer
-    // starts after: every message broadcast after the 101 reached the
-    // client waits in its queue, behind the 101.
+    // The client joins the room before its 101 is written, and no frame
+    // goes out before the 101 (`Connection::send_handshake_response`): a
+    // client receives every message broadcast after its 101 reached it.
     let member = server.chat.join(addr, Arc::clone(&connection));
     if let Err(e) = connection.send_handshake_response(&response) {
         return log::info!("{name}: could not send the handshake response: {e}");
     }
-    let writer = match start_writer(&connection) {
-        Ok(writer) => writer,
-        Err(e) => {
-            // Too late for a 503: the client has its 101. It sees the
-            // connection drop (1006).
-            connection.give_up(format!("no thread for its writer: {e}"));
-            return log::warn!("{name}: no thread for its writer: {e}");
-        }
-    };
     log::info!("{name} connected ({} clients)", server.client_count());
     let ending = connection::run(&connection, &pending, |message| {
         server.chat.on_message(&connection, message)
@@ -275,7 +266,7 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
     // take a moment (§7.1.1).
     drop(member);
     log::info!("{name} disconnected: {ending}");
-    connection::finish(&connection, writer);
+    connection::finish(&connection);
 }
 
 /// Plain HTTP on the same port: `GET /` is the chat page.
@@ -284,16 +275,12 @@ fn serve_http(stream: &TcpStream, name: &str, request: &Request) {
         return refuse(
             stream,
             name,
-            &HandshakeError::MethodNotAllowed(request.method.clone()),
+            &Refusal::MethodNotAllowed(request.method.clone()),
         );
     }
     let path = request.path.split('?').next().unwrap_or("");
     if path != "/" {
-        return refuse(
-            stream,
-            name,
-            &HandshakeError::NotFound(request.path.clone()),
-        );
+        return refuse(stream, name, &Refusal::NotFound(request.path.clone()));
     }
     log::info!("{name}: GET / (the chat page)");
     let response = http_response((200, "OK"), "text/html; charset=utf-8", "", PAGE.as_bytes());
@@ -301,7 +288,7 @@ fn serve_http(stream: &TcpStream, name: &str, request: &Request) {
 }
 
 /// Answers a refused handshake with its HTTP status and closes.
-fn refuse(stream: &TcpStream, name: &str, error: &HandshakeError) {
+fn refuse(stream: &TcpStream, name: &str, error: &Refusal) {
     log::info!("{name}: handshake refused: {} {error}", error.status().0);
     let _ = send_http(stream, &error_response(error));
 }

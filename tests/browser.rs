@@ -539,6 +539,34 @@ fn two_tabs_chat() {
     browser.screenshot(&b, "tab-b");
 }
 
+/// SIGTERM stops the server gracefully: the page sees close code 1001 with
+/// `wasClean` true (the page marks a clean close as a "system" line, an
+/// unclean one as an "error"), and the server exits with status 0.
+#[test]
+fn a_stopping_server_closes_the_page_with_1001_cleanly() {
+    let mut server = ServerProcess::start(&[]);
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let page = format!("http://{}/", server.addr);
+    let tab = browser.open(&page);
+    browser.wait_status(&tab, "OPEN");
+    server.signal("TERM");
+    browser.wait_status(&tab, "CLOSED");
+    let line = browser.wait_log_line(&tab, "connection closed.*code 1001");
+    assert!(line.contains("server stopping"), "{line}");
+    let kind = browser.eval(
+        &tab,
+        "[...document.getElementById('log').children] \
+         .find(e => /code 1001/.test(e.textContent)).className",
+    );
+    assert_eq!(kind, json!("system"), "the close was not clean: {line}");
+    let status = server
+        .wait_for_exit(Duration::from_secs(6))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}
+
 /// The page opened from disk connects to ws://127.0.0.1:8002/, wschat's
 /// default address. Skipped if that port is in use.
 #[test]

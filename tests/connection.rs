@@ -294,6 +294,33 @@ fn a_client_receives_every_message_broadcast_after_its_101() {
 }
 
 #[test]
+fn a_new_client_gets_its_101_before_any_broadcast() {
+    // Messages fly all the while clients join: none may reach a client
+    // before its 101 (which would garble the response's head).
+    let server = ServerProcess::start(&[]);
+    let mut sender = raw_client(server.addr);
+    let _copies = frames_with_times(&sender);
+    let flooding = thread::spawn(move || {
+        let frame = client_frame(TEXT, b"busy room", true);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            if sender.write_all(&frame).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    for _ in 0..150 {
+        let mut fresh = connect(server.addr);
+        let (head, _) = http_exchange(&mut fresh, upgrade_request("").as_bytes());
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+        let frame = read_frame(&mut fresh).expect("a broadcast");
+        assert!(frame.payload.ends_with(b": busy room"), "{frame:?}");
+    }
+    flooding.join().unwrap();
+}
+
+#[test]
 fn no_read_of_a_closed_connection_blocks_the_server() {
     // A client that sends a close and then nothing, never closing TCP:
     // the server closes TCP first, and lets go after its drain timeout.

@@ -694,3 +694,44 @@ fn every_sample_in_the_docs_is_what_wschat_produces() {
         errors.join("\n")
     );
 }
+
+/// `src/lib.rs` promises that the modules are listed in the order data flows
+/// and that each uses only modules above it, so a reader never has to look
+/// ahead. Checked here: every `crate::NAME` in a module names one listed
+/// before it (comments may point ahead).
+#[test]
+fn each_module_uses_only_the_modules_before_it() {
+    let lib = fs::read_to_string(root().join("src/lib.rs")).unwrap();
+    let order: Vec<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_string())
+        .collect();
+    assert!(order.len() > 10, "modules listed in src/lib.rs: {order:?}");
+    let mut backwards = Vec::new();
+    for (position, module) in order.iter().enumerate() {
+        let source = fs::read_to_string(root().join(format!("src/{module}.rs"))).unwrap();
+        // The tests at the bottom of a module may use anything, and a
+        // comment may point ahead ("see chapter 7"): only code counts.
+        let code: String = source
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, _) in code.match_indices("crate::") {
+            let used: String = code[i + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            match order.iter().position(|m| *m == used) {
+                Some(p) if p < position => {}
+                Some(_) => backwards.push(format!("{module} uses {used}, listed after it")),
+                None => backwards.push(format!("{module} uses {used}, not in src/lib.rs")),
+            }
+        }
+    }
+    assert!(backwards.is_empty(), "{}", backwards.join("\n"));
+}
