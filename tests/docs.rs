@@ -294,7 +294,11 @@ fn normalize(lines: &[String]) -> String {
 /// Waits for `needle` in the server's log, then returns the log, normalized,
 /// keeping only lines that mention `keep`.
 fn log_after(server: &ServerProcess, needle: &str, keep: &[&str]) -> String {
-    assert!(server.wait_for_log(needle), "no {needle:?} in the log");
+    if !server.wait_for_log(needle) {
+        let lines = server.log_lines();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        panic!("no {needle:?} in the log; it ends with:\n{tail}");
+    }
     let lines: Vec<String> = server
         .log_lines()
         .into_iter()
@@ -554,15 +558,17 @@ fn sample_refusals() -> String {
     // 408: half a request, then nothing.
     let mut slow = connect(server.addr);
     slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-    assert!(server.wait_for_log("408"));
+    assert!(server.wait_for_log("refused: 408"));
     drop(slow);
+    // Its thread must end before the next connection fits (--max-clients 1).
+    std::thread::sleep(std::time::Duration::from_millis(300));
     // 403: another site's page.
     let mut evil = connect(server.addr);
     http_exchange(
         &mut evil,
         upgrade_request("Origin: http://evil.example\r\n").as_bytes(),
     );
-    assert!(server.wait_for_log("403"));
+    assert!(server.wait_for_log("refused: 403"));
     drop(evil);
     // Let the refused connections' threads finish, so they do not count below.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -571,7 +577,7 @@ fn sample_refusals() -> String {
     http_exchange(&mut member, upgrade_request(origin).as_bytes());
     let mut extra = connect(server.addr);
     http_exchange(&mut extra, upgrade_request(origin).as_bytes());
-    assert!(server.wait_for_log("503"));
+    assert!(server.wait_for_log("refused: 503"));
     drop(extra);
     // 1009: a message over --max-message, refused on its header.
     member
@@ -579,7 +585,7 @@ fn sample_refusals() -> String {
         .unwrap();
     expect_close(&mut member);
     drop(member);
-    assert!(server.wait_for_log("1009"));
+    assert!(server.wait_for_log("failed with 1009"));
     // Its thread, too, must end before the next client fits.
     std::thread::sleep(std::time::Duration::from_millis(300));
     // 1008: no pong.
@@ -588,15 +594,24 @@ fn sample_refusals() -> String {
     expect_close(&mut silent);
     drop(silent);
     assert!(server.wait_for_log("no pong"));
-    // Too slow: a client that never reads, sent its own 600 KiB of echoes.
+    // Too slow: a client that never reads, sent its own echoes until its
+    // writes block for the write timeout. It answers the keep-alive blind,
+    // with pongs that carry the pings' payload, so that "no pong" does not
+    // come first.
     let mut stuck = connect(server.addr);
     http_exchange(&mut stuck, upgrade_request(origin).as_bytes());
-    for _ in 0..(12 << 10) {
-        if stuck.write_all(&masked(TEXT, KEY, &[b'x'; 1000])).is_err() {
-            break;
-        }
+    let started = std::time::Instant::now();
+    'sending: while started.elapsed() < std::time::Duration::from_secs(20) {
         if server.log_lines().iter().any(|l| l.contains("too slow")) {
             break;
+        }
+        if stuck.write_all(&masked(0x8A, KEY, b"wschat")).is_err() {
+            break;
+        }
+        for _ in 0..100 {
+            if stuck.write_all(&masked(TEXT, KEY, &[b'x'; 1000])).is_err() {
+                break 'sending;
+            }
         }
     }
     log_after(
