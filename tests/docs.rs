@@ -600,7 +600,10 @@ fn sample_refusals() -> String {
     // come first.
     let mut stuck = connect(server.addr);
     http_exchange(&mut stuck, upgrade_request(origin).as_bytes());
+    // At most 12 MiB: less than the 16 MiB queue bound, so that it is the
+    // write timeout that drops the client.
     let started = std::time::Instant::now();
+    let mut sent = 0;
     'sending: while started.elapsed() < std::time::Duration::from_secs(20) {
         if server.log_lines().iter().any(|l| l.contains("too slow")) {
             break;
@@ -608,9 +611,16 @@ fn sample_refusals() -> String {
         if stuck.write_all(&masked(0x8A, KEY, b"wschat")).is_err() {
             break;
         }
-        for _ in 0..100 {
+        if sent == 12 << 10 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        while sent < 12 << 10 {
             if stuck.write_all(&masked(TEXT, KEY, &[b'x'; 1000])).is_err() {
                 break 'sending;
+            }
+            sent += 1;
+            if sent % 100 == 0 {
+                continue 'sending;
             }
         }
     }
