@@ -5,7 +5,7 @@
 //! answers with one of its own (usually echoing the code), and then the
 //! server closes the TCP connection (§7.1.1). This module parses and builds
 //! close payloads and knows which codes may appear on the wire; the
-//! connection loop in [`crate::connection`] runs the exchange.
+//! session ([`crate::session`]) runs the exchange.
 
 use crate::error::ProtocolError;
 

@@ -8,13 +8,13 @@
 //! - the *reader* (the client's own thread, [`run`]), which reads the
 //!   socket into [`Session::receive_data`], hands each message on, and then
 //!   sends what that read queued, for every client, without waiting
-//!   ([`Connection::flush`]); it also keeps time, reading with a timeout
+//!   (`Connection::flush`); it also keeps time, reading with a timeout
 //!   that ends at the session's next deadline;
 //! - any thread that broadcasts to this client ([`Connection::send_shared`]):
 //!   it takes the session's lock, which is never held across a system call,
 //!   adds to the queue, and leaves;
 //! - the *writer*, a second thread of the client's own that exists only
-//!   while its socket is full ([`write_loop`]). It is the only thread that
+//!   while its socket is full (`write_loop`). It is the only thread that
 //!   ever waits on this client's socket.
 
 use crate::handshake::{MAX_REQUEST_BYTES, Parse, Refusal, Request, parse_request};
@@ -228,7 +228,7 @@ impl Connection {
     }
 
     /// Queues a data frame that other clients' queues share. It goes out
-    /// when this thread calls [`flush_queued`] (the reader does after every
+    /// when this thread calls `flush_queued` (the reader does after every
     /// read), or from the client's writer thread if the socket is full.
     /// Nobody waits for this client.
     pub fn send_shared(self: &Arc<Self>, frame: &OutgoingFrame) -> Result<(), NotSent> {

@@ -8,7 +8,7 @@
 //! call for everything that has arrived on a socket, one write for every
 //! message it has to send on it.
 
-use crate::client::{self, CLOSE, TEXT};
+use crate::client::{self, BINARY, CLOSE, TEXT};
 use crate::procs::{self, Server, now_ns};
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
@@ -334,10 +334,15 @@ pub fn fanout(
     Ok(metrics)
 }
 
-/// Fan-out as above, while `stuck` other clients never read a byte. Each
-/// has a tiny receive buffer, so the server's writes to it block after a
-/// few kilobytes. The readers' delivery latency shows whether anyone
-/// waits for them.
+/// Fan-out as above, while `stuck` other clients never read a byte.
+///
+/// Loopback TCP grows a socket's send buffer to a few MiB, so a client that
+/// never reads only blocks the server's writes to it after that much. So
+/// the stuck clients connect first, with receive buffers of 4 KiB, and a
+/// filler client sends eight messages of almost 1 MiB, which only they and
+/// the filler receive: their sockets are full before the measured phase
+/// begins, well within the server's write timeout (10 s). The figures are
+/// the readers'.
 pub fn fanout_with_stuck(
     server: &Server,
     clients: usize,
@@ -349,8 +354,27 @@ pub fn fanout_with_stuck(
     for _ in 0..stuck {
         never_read.push(client::connect_small_buffer(server.addr)?);
     }
+    let (mut filler, _) = client::connect(server.addr)?;
+    let mut filler_reader = filler.try_clone()?;
+    // The filler reads everything it is sent, until it is closed.
+    thread::spawn(move || {
+        let mut sink = vec![0u8; 1 << 16];
+        while matches!(filler_reader.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut frame = Vec::new();
+    client::encode(BINARY, &vec![b'x'; (1 << 20) - 64], &mut frame);
+    // A server that waits on the stuck clients stops reading the filler
+    // too: give up on the rest after a few seconds (the stall shows below).
+    filler.set_write_timeout(Some(Duration::from_secs(3)))?;
+    for _ in 0..8 {
+        if filler.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
     let result = fanout(server, clients, messages, window);
     drop(never_read);
+    let _ = filler.shutdown(std::net::Shutdown::Both);
     result
 }
 
