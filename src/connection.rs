@@ -46,8 +46,9 @@ const WRITER_STACK_SIZE: usize = 64 * 1024;
 pub enum RequestError {
     /// The request is wrong: answer it with an HTTP error status.
     Invalid(Refusal),
-    /// The client did not finish its request within the handshake timeout.
-    TimedOut,
+    /// The client did not finish its request within the handshake timeout,
+    /// after sending this many bytes of it.
+    TimedOut(usize),
     /// The client closed the connection before finishing its request,
     /// after sending this many bytes of it.
     Closed(usize),
@@ -59,7 +60,8 @@ impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RequestError::Invalid(e) => write!(f, "{} {}", e.status().0, e),
-            RequestError::TimedOut => write!(f, "handshake timed out"),
+            RequestError::TimedOut(0) => write!(f, "sent nothing within the handshake timeout"),
+            RequestError::TimedOut(_) => write!(f, "handshake timed out"),
             RequestError::Closed(0) => write!(f, "closed without sending a request"),
             RequestError::Closed(_) => write!(f, "closed before finishing its request"),
             RequestError::Io(e) => write!(f, "{e}"),
@@ -82,7 +84,7 @@ pub fn read_request(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(RequestError::TimedOut);
+            return Err(RequestError::TimedOut(buf.len()));
         }
         stream
             .set_read_timeout(Some(left))
@@ -94,7 +96,7 @@ pub fn read_request(
         let n = match stream.read(&mut chunk[..room.max(1)]) {
             Ok(0) => return Err(RequestError::Closed(buf.len())),
             Ok(n) => n,
-            Err(e) if is_timeout(&e) => return Err(RequestError::TimedOut),
+            Err(e) if is_timeout(&e) => return Err(RequestError::TimedOut(buf.len())),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(RequestError::Io(e)),
         };

@@ -39,10 +39,13 @@ pub enum Parse<T> {
 /// A parsed HTTP request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The method, such as `GET` (case-sensitive, RFC 7230 §3.1.1).
+    /// The method, such as `GET` (case-sensitive, RFC 9112 §3.1).
     pub method: String,
-    /// The request target, such as `/` or `/chat?room=1`.
+    /// The path and query, such as `/` or `/chat?room=1`, also when the
+    /// request named it in absolute form (`http://host:port/chat`).
     pub path: String,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
     /// The header fields in the order received, names as the client wrote them.
     pub headers: Vec<(String, String)>,
 }
@@ -58,6 +61,21 @@ pub enum Refusal {
     NotUtf8,
     /// 400: the request line is not `METHOD TARGET HTTP/1.1`.
     BadRequestLine,
+    /// 400: a line ends with a bare LF instead of CRLF (RFC 9112 §2.2).
+    BareLineFeed,
+    /// 400: the target is neither `/path` nor `http://host/path`, or holds
+    /// a control character (RFC 9112 §3.2).
+    BadTarget,
+    /// 400: no `Host` header in an HTTP/1.1 request, more than one, or one
+    /// that is not a host and port (RFC 9112 §3.2).
+    BadHost(&'static str),
+    /// 400: an upgrade request with a body: its bytes would be taken for
+    /// WebSocket frames (RFC 9112 §6.3).
+    BodyNotAllowed,
+    /// 400: a `Content-Length` that is not one decimal number (RFC 9112 §6.3).
+    BadContentLength,
+    /// 400: an upgrade in HTTP/1.0 (RFC 6455 §4.2.1 item 1 asks for 1.1).
+    UpgradeNeedsHttp11,
     /// 400: the version is not HTTP/1.1 (RFC 6455 §4.2.1 asks for 1.1 or higher).
     UnsupportedHttpVersion(String),
     /// 400: a header line has no colon or a malformed name.
@@ -108,12 +126,24 @@ impl fmt::Display for Refusal {
             Refusal::BadRequestLine => {
                 write!(f, "request line is not 'METHOD /path HTTP/1.1'")
             }
+            Refusal::BareLineFeed => write!(f, "lines must end with CRLF, not a bare LF"),
+            Refusal::BadTarget => write!(
+                f,
+                "request target must be /path or http://host/path, without control characters"
+            ),
+            Refusal::BadHost(why) => write!(f, "{why}"),
+            Refusal::BodyNotAllowed => write!(f, "an upgrade request cannot have a body"),
+            Refusal::BadContentLength => write!(f, "Content-Length is not a number"),
+            Refusal::UpgradeNeedsHttp11 => write!(f, "a WebSocket upgrade needs HTTP/1.1"),
             Refusal::UnsupportedHttpVersion(v) => {
-                write!(f, "HTTP version {v:?} is not supported; use HTTP/1.1")
+                write!(
+                    f,
+                    "HTTP version {v:?} is not supported; use HTTP/1.1 or HTTP/1.0"
+                )
             }
             Refusal::BadHeader(line) => write!(f, "malformed header line {line:?}"),
             Refusal::MethodNotAllowed(m) => {
-                write!(f, "method {m:?} is not allowed; use GET")
+                write!(f, "method {m:?} is not allowed; use GET or HEAD")
             }
             Refusal::NotFound(path) => write!(f, "no page at {path:?}"),
             Refusal::MissingHeader(what) => write!(f, "missing {what}"),
@@ -144,8 +174,15 @@ impl std::error::Error for Refusal {}
 /// blank line included; any bytes after it belong to the WebSocket stream.
 pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, Refusal> {
     let window = &buf[..buf.len().min(MAX_REQUEST_BYTES)];
-    // RFC 7230 §3: the head ends with an empty line, CRLF CRLF.
-    let Some(end) = window.windows(4).position(|w| w == b"\r\n\r\n") else {
+    // RFC 9112 §2.1: the head ends with an empty line, CRLF CRLF.
+    let end = window.windows(4).position(|w| w == b"\r\n\r\n");
+    // RFC 9112 §2.2 lets a server accept a bare LF as a line end; wschat
+    // answers at once instead of waiting for a CRLF that will never come.
+    let head_so_far = &window[..end.map_or(window.len(), |end| end + 4)];
+    if has_bare_line_feed(head_so_far) {
+        return Err(Refusal::BareLineFeed);
+    }
+    let Some(end) = end else {
         return if buf.len() >= MAX_REQUEST_BYTES {
             Err(Refusal::HeadersTooLarge)
         } else {
@@ -154,31 +191,68 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, Refusal> {
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| Refusal::NotUtf8)?;
     let mut lines = head.split("\r\n");
-    let (method, path) = parse_request_line(lines.next().unwrap_or(""))?;
+    let (method, path, version) = parse_request_line(lines.next().unwrap_or(""))?;
     let headers = lines.map(parse_header_line).collect::<Result<_, _>>()?;
     let request = Request {
         method,
         path,
+        version,
         headers,
     };
     Ok(Parse::Complete(request, end + 4))
 }
 
-/// `GET /chat HTTP/1.1` into its method and target (RFC 7230 §3.1.1).
-fn parse_request_line(line: &str) -> Result<(String, String), Refusal> {
+/// Whether some `\n` in `bytes` has no `\r` before it.
+fn has_bare_line_feed(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+}
+
+/// `GET /chat HTTP/1.1` into its method, path and version (RFC 9112 §3).
+fn parse_request_line(line: &str) -> Result<(String, String, String), Refusal> {
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Refusal::BadRequestLine);
     };
-    if method.is_empty() || !method.bytes().all(is_token_byte) || !target.starts_with('/') {
+    if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(Refusal::BadRequestLine);
     }
-    if version != "HTTP/1.1" {
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(Refusal::UnsupportedHttpVersion(version.to_string()));
     }
-    Ok((method.to_string(), target.to_string()))
+    let path = request_path(target)?;
+    Ok((method.to_string(), path, version.to_string()))
+}
+
+/// The path of a request target (RFC 9112 §3.2): origin form `/chat?x`
+/// as it is, or absolute form `http://host:port/chat?x` without its scheme
+/// and authority, as a proxy sends it (§3.2.2: a server "MUST accept" it).
+fn request_path(target: &str) -> Result<String, Refusal> {
+    if target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(Refusal::BadTarget);
+    }
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let scheme_end = target.find("://").ok_or(Refusal::BadTarget)?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(Refusal::BadTarget);
+    }
+    let rest = &target[scheme_end + 3..];
+    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
+    if path_start == 0 {
+        return Err(Refusal::BadTarget); // no authority
+    }
+    match &rest[path_start..] {
+        "" => Ok("/".to_string()),
+        path if path.starts_with('?') => Ok(format!("/{path}")),
+        path => Ok(path.to_string()),
+    }
 }
 
 /// `Name: value` into its two parts (RFC 7230 §3.2).
@@ -197,7 +271,34 @@ fn parse_header_line(line: &str) -> Result<(String, String), Refusal> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// RFC 7230 §3.2.6: the characters a method or header name may contain.
+/// RFC 9110 §7.2: `Host = uri-host [ ":" port ]`, where a host is a name or
+/// an IPv4 address (letters, digits and `-._~!$&'()*+,;=%`) or an IPv6
+/// address in brackets. An empty value is allowed.
+fn is_host_and_port(value: &str) -> bool {
+    // `port` is empty, or `:` and the port.
+    let (host_ok, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => (
+                v6.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                port,
+            ),
+            None => return false,
+        },
+        None => {
+            let host = value.rsplit_once(':').map_or(value, |(host, _)| host);
+            let name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+            (host.bytes().all(name), &value[host.len()..])
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+/// RFC 9110 §5.6.2: the characters a method or header name may contain.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
@@ -227,10 +328,28 @@ impl Request {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
-    /// Whether the client asks to upgrade at all. A request without an
-    /// `Upgrade` header is plain HTTP and is served as such.
+    /// Whether the client asks to upgrade to WebSocket. Any other request,
+    /// one that asks to upgrade to something else (`Upgrade: h2c`)
+    /// included, is plain HTTP: a server may ignore an `Upgrade` it does not
+    /// speak (RFC 9110 §7.8).
     pub fn wants_upgrade(&self) -> bool {
-        self.header("Upgrade").is_some()
+        self.has_token("Upgrade", "websocket")
+    }
+
+    /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    /// code to any HTTP/1.1 request message that lacks a Host header field
+    /// and to any request message that contains more than one Host header
+    /// field line or a Host header field with an invalid field value."
+    /// (An HTTP/1.0 request may omit it.)
+    pub fn check_host(&self) -> Result<(), Refusal> {
+        let mut hosts = self.header_values("Host");
+        match (hosts.next(), hosts.next()) {
+            (None, _) if self.version == "HTTP/1.0" => Ok(()),
+            (None, _) => Err(Refusal::BadHost("an HTTP/1.1 request needs a Host header")),
+            (Some(_), Some(_)) => Err(Refusal::BadHost("more than one Host header")),
+            (Some(host), None) if is_host_and_port(host) => Ok(()),
+            (Some(_), None) => Err(Refusal::BadHost("the Host header is not a host[:port]")),
+        }
     }
 }
 
@@ -250,14 +369,17 @@ pub fn validate(
     request: &Request,
     allowed_origins: &[String],
 ) -> Result<HandshakeResponse, Refusal> {
-    // §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
+    // §4.2.1 item 1: "An HTTP/1.1 or higher GET request". wschat speaks
+    // exactly HTTP/1.1: there is no higher version of HTTP/1.
     if request.method != "GET" {
         return Err(Refusal::MethodNotAllowed(request.method.clone()));
     }
-    // §4.2.1 item 2: "A |Host| header field".
-    if request.header("Host").is_none() {
-        return Err(Refusal::MissingHeader("Host header"));
+    if request.version != "HTTP/1.1" {
+        return Err(Refusal::UpgradeNeedsHttp11);
     }
+    // §4.2.1 item 2: "A |Host| header field", and RFC 9112 §3.2's rules.
+    request.check_host()?;
+    check_no_body(request)?;
     // §4.2.1 item 3: Upgrade "including the value websocket", case-insensitive.
     if !request.has_token("Upgrade", "websocket") {
         return Err(Refusal::MissingHeader("Upgrade: websocket"));
@@ -286,6 +408,26 @@ pub fn validate(
         accept: accept_key(key),
         protocol,
     })
+}
+
+/// RFC 9112 §6.3: a request has a body if it says so with `Content-Length`
+/// (other than 0) or `Transfer-Encoding`. After an upgrade request the
+/// next bytes are WebSocket frames, so a body is refused: a proxy that
+/// frames requests by these headers would disagree with wschat about where
+/// the request ends.
+fn check_no_body(request: &Request) -> Result<(), Refusal> {
+    if request.header("Transfer-Encoding").is_some() {
+        return Err(Refusal::BodyNotAllowed);
+    }
+    for length in request.header_values("Content-Length") {
+        if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Refusal::BadContentLength);
+        }
+        if length.bytes().any(|b| b != b'0') {
+            return Err(Refusal::BodyNotAllowed);
+        }
+    }
+    Ok(())
 }
 
 /// §4.2.1 item 5: exactly one `Sec-WebSocket-Key`, the base64 of 16 bytes.
@@ -370,7 +512,7 @@ pub fn error_response(error: &Refusal) -> Vec<u8> {
     // §4.4: a 426 names the versions the server does speak.
     let extra = match error {
         Refusal::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
-        Refusal::MethodNotAllowed(_) => "Allow: GET\r\n",
+        Refusal::MethodNotAllowed(_) => "Allow: GET, HEAD\r\n",
         _ => "",
     };
     let body = format!("{error}\n");
@@ -569,8 +711,120 @@ mod tests {
             let err = parse_request(text.as_bytes()).unwrap_err();
             assert_eq!(err.status().0, 400, "{line:?}");
         }
-        let old = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap_err();
-        assert_eq!(old, Refusal::UnsupportedHttpVersion("HTTP/1.0".into()));
+        let two = parse_request(b"GET / HTTP/2.0\r\n\r\n").unwrap_err();
+        assert_eq!(two, Refusal::UnsupportedHttpVersion("HTTP/2.0".into()));
+    }
+
+    #[test]
+    fn http_1_0_is_read_but_cannot_upgrade() {
+        let request = parse("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(request.version, "HTTP/1.0");
+        assert_eq!(request.check_host(), Ok(()));
+        let upgrade = SAMPLE.replace("HTTP/1.1", "HTTP/1.0");
+        assert_eq!(check(&upgrade), Err(Refusal::UpgradeNeedsHttp11));
+    }
+
+    #[test]
+    fn absolute_form_targets_become_paths() {
+        for (target, path) in [
+            ("http://127.0.0.1:8002/", "/"),
+            ("http://127.0.0.1:8002", "/"),
+            ("HTTP://example.com/chat?room=1", "/chat?room=1"),
+            ("http://example.com?x", "/?x"),
+            ("https://[::1]:8443/", "/"),
+        ] {
+            let request = parse(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            assert_eq!(request.path, path, "{target}");
+        }
+        for target in ["chat", "ftp://host/", "http:///nohost", "http://"] {
+            let text = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let err = parse_request(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, Refusal::BadTarget | Refusal::BadRequestLine),
+                "{target}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_in_the_target_are_400() {
+        for target in ["/a\u{0}b", "/a\u{7f}", "/\tx"] {
+            let text = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(
+                parse_request(text.as_bytes()),
+                Err(Refusal::BadTarget),
+                "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_line_feed_is_answered_at_once() {
+        // Without the blank CRLF line the request would wait for ever.
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\nHost: x\n\n"),
+            Err(Refusal::BareLineFeed)
+        );
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\n"),
+            Err(Refusal::BareLineFeed)
+        );
+        // Bytes after the head are frames, where any byte may appear.
+        let mut bytes = SAMPLE.as_bytes().to_vec();
+        bytes.extend(b"\n\n");
+        assert!(matches!(parse_request(&bytes), Ok(Parse::Complete(..))));
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        let with_hosts = |hosts: &str| parse(&format!("GET / HTTP/1.1\r\n{hosts}\r\n"));
+        for good in [
+            "Host: localhost\r\n",
+            "Host: 127.0.0.1:8002\r\n",
+            "Host: [::1]:80\r\n",
+            "Host: \r\n",
+        ] {
+            assert_eq!(with_hosts(good).check_host(), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Host: a\r\nHost: a\r\n",
+            "Host: a b\r\n",
+            "Host: a b c\r\n",
+            "Host: a/b\r\n",
+            "Host: host:port\r\n",
+            "Host: [::1\r\n",
+        ] {
+            let err = with_hosts(bad).check_host().unwrap_err();
+            assert_eq!(err.status().0, 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_request_with_a_body_is_400() {
+        for (header, expected) in [
+            ("Content-Length: 0\r\n", None),
+            ("Content-Length: 5\r\n", Some(Refusal::BodyNotAllowed)),
+            ("Content-Length: abc\r\n", Some(Refusal::BadContentLength)),
+            ("Content-Length: \r\n", Some(Refusal::BadContentLength)),
+            (
+                "Transfer-Encoding: chunked\r\n",
+                Some(Refusal::BodyNotAllowed),
+            ),
+            ("Transfer-Encoding: gzip\r\n", Some(Refusal::BodyNotAllowed)),
+        ] {
+            let text = SAMPLE.replace("Origin:", &format!("{header}Origin:"));
+            assert_eq!(check(&text).err(), expected, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn only_upgrade_websocket_is_an_upgrade() {
+        assert!(parse(SAMPLE).wants_upgrade());
+        let h2c = SAMPLE.replace("Upgrade: websocket", "Upgrade: h2c");
+        assert!(!parse(&h2c).wants_upgrade());
+        let both = SAMPLE.replace("Upgrade: websocket", "Upgrade: h2c, WebSocket");
+        assert!(parse(&both).wants_upgrade());
     }
 
     #[test]

@@ -216,9 +216,13 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         // RFC 6455 sets no time limit; wschat does (§10.4 asks servers to
         // limit what one client can hold), and a 408 tells a human at a
         // terminal what happened.
-        Err(RequestError::TimedOut) => return refuse(&stream, &name, &Refusal::TimedOut),
         // Browsers open spare connections they may never use: not news.
         Err(e @ RequestError::Closed(0)) => return log::debug!("{name}: {e}"),
+        Err(e @ RequestError::TimedOut(0)) => {
+            log::debug!("{name}: {e}");
+            return send_quietly(&stream, &Refusal::TimedOut);
+        }
+        Err(RequestError::TimedOut(_)) => return refuse(&stream, &name, &Refusal::TimedOut),
         Err(e) => return log::info!("{name}: handshake not completed: {e}"),
     };
     log::debug!(
@@ -269,22 +273,50 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
     connection::finish(&connection);
 }
 
-/// Plain HTTP on the same port: `GET /` is the chat page.
+/// Plain HTTP on the same port: `GET /` is the chat page, and `HEAD /` its
+/// status and headers (RFC 9110 §9.1: a general-purpose server MUST support
+/// both).
 fn serve_http(stream: &TcpStream, name: &str, request: &Request) {
-    if request.method != "GET" {
-        return refuse(
-            stream,
-            name,
-            &Refusal::MethodNotAllowed(request.method.clone()),
-        );
+    let head_only = request.method == "HEAD";
+    let response = match page(request) {
+        Ok(()) => {
+            log::info!("{name}: {} / (the chat page)", request.method);
+            http_response((200, "OK"), "text/html; charset=utf-8", "", PAGE.as_bytes())
+        }
+        Err(refusal) => {
+            log::info!("{name}: refused: {} {refusal}", refusal.status().0);
+            error_response(&refusal)
+        }
+    };
+    let _ = send_http(stream, &without_body(response, head_only));
+}
+
+/// Whether `request` asks for the page: a `Host` by the rules, `GET` or
+/// `HEAD`, and the path `/` (with any query).
+fn page(request: &Request) -> Result<(), Refusal> {
+    request.check_host()?;
+    if request.method != "GET" && request.method != "HEAD" {
+        return Err(Refusal::MethodNotAllowed(request.method.clone()));
     }
     let path = request.path.split('?').next().unwrap_or("");
     if path != "/" {
-        return refuse(stream, name, &Refusal::NotFound(request.path.clone()));
+        return Err(Refusal::NotFound(request.path.clone()));
     }
-    log::info!("{name}: GET / (the chat page)");
-    let response = http_response((200, "OK"), "text/html; charset=utf-8", "", PAGE.as_bytes());
-    let _ = send_http(stream, &response);
+    Ok(())
+}
+
+/// A response to `HEAD` is the response to `GET` without its body
+/// (RFC 9110 §9.3.2); `Content-Length` still says how long it would be.
+fn without_body(mut response: Vec<u8>, head_only: bool) -> Vec<u8> {
+    if head_only && let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
+}
+
+/// Answers with `refusal`'s status, without a log line.
+fn send_quietly(stream: &TcpStream, refusal: &Refusal) {
+    let _ = send_http(stream, &error_response(refusal));
 }
 
 /// Answers a refused handshake with its HTTP status and closes.
