@@ -38,6 +38,13 @@ pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 /// and an idle client's buffer is resident memory (docs/performance.md).
 const FIRST_READ_BUFFER_SIZE: usize = 1024;
 
+/// The most bytes a flush sends itself, without waiting. A bigger batch
+/// goes to the client's writer thread: a send that never waits still
+/// copies what it sends, and copying megabytes into the sockets of many
+/// clients one after another, before the next client's turn, kept readers
+/// waiting behind clients that never read (docs/performance.md).
+const MAX_FLUSH_BYTES: usize = 64 * 1024;
+
 /// Stack size of a writer thread: it only writes.
 const WRITER_STACK_SIZE: usize = 64 * 1024;
 
@@ -298,7 +305,11 @@ impl Connection {
             drop(shared);
             let pieces = wire_pieces(&batch);
             let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-            let sent = os::send_without_blocking(&self.stream, &pieces);
+            let sent = if total <= MAX_FLUSH_BYTES {
+                os::send_without_blocking(&self.stream, &pieces)
+            } else {
+                Ok(0)
+            };
             drop(pieces);
             shared = self.shared();
             match sent {

@@ -96,6 +96,8 @@ pub enum Refusal {
     ForbiddenOrigin(String),
     /// 503: the server is serving as many clients as it may.
     TooManyClients,
+    /// 503: the server is stopping (SIGINT or SIGTERM).
+    Stopping,
     /// 408: the request did not arrive within the handshake timeout.
     TimedOut,
 }
@@ -109,7 +111,7 @@ impl Refusal {
             Refusal::NotFound(_) => (404, "Not Found"),
             Refusal::UnsupportedVersion => (426, "Upgrade Required"),
             Refusal::ForbiddenOrigin(_) => (403, "Forbidden"),
-            Refusal::TooManyClients => (503, "Service Unavailable"),
+            Refusal::TooManyClients | Refusal::Stopping => (503, "Service Unavailable"),
             Refusal::TimedOut => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
         }
@@ -159,6 +161,7 @@ impl fmt::Display for Refusal {
             }
             Refusal::ForbiddenOrigin(o) => write!(f, "origin {o:?} is not allowed"),
             Refusal::TooManyClients => write!(f, "too many clients; try again later"),
+            Refusal::Stopping => write!(f, "the server is stopping"),
             Refusal::TimedOut => write!(f, "the request took too long to arrive"),
         }
     }

@@ -234,7 +234,10 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
     if !request.wants_upgrade() {
         return serve_http(&stream, &name, &request);
     }
-    if server.connections() > config.max_clients || server.stopping.load(Ordering::SeqCst) {
+    if server.stopping.load(Ordering::SeqCst) {
+        return refuse(&stream, &name, &Refusal::Stopping);
+    }
+    if server.connections() > config.max_clients {
         return refuse(&stream, &name, &Refusal::TooManyClients);
     }
     let response = match handshake::validate(&request, &config.allow_origins) {
