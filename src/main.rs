@@ -4,9 +4,10 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
+use wschat::config::Config;
 use wschat::config::{Command, USAGE, parse_args};
-use wschat::os::block_stop_signals;
-use wschat::server::{Server, serve};
+use wschat::os::{block_stop_signals, raise_open_file_limit};
+use wschat::server::{SPARE_DESCRIPTORS, Server, serve};
 
 fn main() -> ExitCode {
     // Before any thread starts, so that every thread inherits it (see
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     let signals = block_stop_signals();
     // RUST_LOG picks the level; without it, info.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match parse_args(std::env::args().skip(1)) {
+    let mut config = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
             print!("{USAGE}");
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    fit_open_file_limit(&mut config);
     let listener = match TcpListener::bind(config.listen) {
         Ok(listener) => listener,
         Err(e) => {
@@ -66,5 +68,25 @@ fn say_where(server: &Server, addr: std::net::SocketAddr) {
         log::info!("wschat echo server listening on ws://{addr}/");
     } else {
         log::info!("wschat listening on ws://{addr}/ - open http://{addr}/ in a browser to chat");
+    }
+}
+
+/// Every connection holds a descriptor: raise the open-file limit to fit
+/// `--max-clients`, or, if the hard limit does not allow it, say how many
+/// clients will be served and serve that many.
+fn fit_open_file_limit(config: &mut Config) {
+    let wanted = (config.max_clients + SPARE_DESCRIPTORS) as u64;
+    match raise_open_file_limit(wanted) {
+        Ok(limit) if limit < wanted => {
+            let fits = (limit as usize).saturating_sub(SPARE_DESCRIPTORS).max(1);
+            log::warn!(
+                "the open-file limit is {limit}: serving at most {fits} clients at once, not {} \
+                 (raise it with `ulimit -n`)",
+                config.max_clients
+            );
+            config.max_clients = fits;
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot check the open-file limit: {e}"),
     }
 }

@@ -17,6 +17,11 @@
 //!   waits for a slow client (docs/performance.md has the figures). The
 //!   socket itself stays blocking, for the client's own reader and writer.
 //!
+//! - **The open-file limit** ([`raise_open_file_limit`]): every client holds
+//!   a socket, and the usual soft limit of 1,024 descriptors is far below
+//!   the default `--max-clients`. A process may raise its soft limit up to
+//!   its hard limit (`setrlimit(2)`), and wschat does so at start.
+//!
 //! The constants and structure layouts are Linux's (glibc and musl); on
 //! other systems there is no graceful stop, and every frame goes through
 //! the writer thread.
@@ -84,6 +89,20 @@ pub fn send_without_blocking(stream: &TcpStream, pieces: &[IoSlice<'_>]) -> io::
     }
 }
 
+/// Raises the soft limit on open files to `wanted`, or as near as the hard
+/// limit allows; returns the soft limit in force afterwards.
+pub fn raise_open_file_limit(wanted: u64) -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::raise_open_file_limit(wanted)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = wanted;
+        Err(unsupported())
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
 fn unsupported() -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, "only implemented on Linux")
@@ -98,6 +117,7 @@ mod linux {
     pub const SIGTERM: c_int = 15;
     const SIG_BLOCK: c_int = 0;
     const MSG_DONTWAIT: c_int = 0x40;
+    const RLIMIT_NOFILE: c_int = 7;
     const MSG_NOSIGNAL: c_int = 0x4000;
 
     /// `sigset_t`: glibc and musl both reserve 1024 bits.
@@ -118,7 +138,16 @@ mod linux {
         flags: c_int,
     }
 
+    /// `struct rlimit`.
+    #[repr(C)]
+    struct RLimit {
+        soft: u64,
+        hard: u64,
+    }
+
     unsafe extern "C" {
+        fn getrlimit(resource: c_int, limit: *mut RLimit) -> c_int;
+        fn setrlimit(resource: c_int, limit: *const RLimit) -> c_int;
         fn sigemptyset(set: *mut SigSet) -> c_int;
         fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
         fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
@@ -170,5 +199,25 @@ mod linux {
         // which the kernel only reads; `fd` is an open socket.
         let sent = unsafe { sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL) };
         usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+    }
+
+    pub fn raise_open_file_limit(wanted: u64) -> io::Result<u64> {
+        let mut limit = RLimit { soft: 0, hard: 0 };
+        // SAFETY: `limit` is a valid, writable `struct rlimit`.
+        if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.soft >= wanted {
+            return Ok(limit.soft);
+        }
+        let raised = RLimit {
+            soft: wanted.min(limit.hard),
+            hard: limit.hard,
+        };
+        // SAFETY: `raised` is a valid `struct rlimit`, read by the call.
+        if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(raised.soft)
     }
 }

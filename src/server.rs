@@ -43,6 +43,8 @@ pub struct Server {
     pub config: Config,
     /// The room: every upgraded client.
     pub chat: Chat,
+    /// Hands connections over the limit to the refuser thread.
+    refusals: Option<mpsc::SyncSender<TcpStream>>,
     /// Connections open right now, handshaking or upgraded.
     connections: AtomicUsize,
     /// Set by [`Server::stop`]: accept no more.
@@ -54,6 +56,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         Server {
             chat: Chat::new(config.echo),
+            refusals: start_refuser(),
             config,
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -120,33 +123,123 @@ pub fn start(config: Config) -> io::Result<(SocketAddr, Arc<Server>)> {
     Ok((addr, server))
 }
 
-/// Accepts connections, one thread each, until the server stops.
+/// Descriptors the server needs besides one per connection: the
+/// listener, standard streams, and connections waiting to be refused.
+pub const SPARE_DESCRIPTORS: usize = 128;
+
+/// Connections over `--max-clients` waiting for their 503: the refuser
+/// spends at most [`REFUSAL_WAIT`] on each, so the last waits at most
+/// about a third of a second.
+const REFUSAL_QUEUE: usize = 32;
+
+/// How long a refusal waits for the request it answers. Closing a socket
+/// with unread bytes makes the kernel send a reset, which can destroy the
+/// 503 before the client reads it; clients send their request as soon as
+/// they connect.
+const REFUSAL_WAIT: Duration = Duration::from_millis(10);
+
+/// Accepts connections until the server stops. A connection is served only
+/// if it can take one of the `--max-clients` slots (admission by
+/// reservation: of a burst of N + k, exactly N are served); one over the
+/// limit is answered 503 by the refuser thread at once, so that threads and
+/// descriptors stay within the limit plus a small constant.
 pub fn serve(listener: TcpListener, server: Arc<Server>) {
+    let mut failures = AcceptFailures::default();
     for stream in listener.incoming() {
         if server.stopping.load(Ordering::SeqCst) {
             break; // dropping the listener closes the port
         }
         match stream {
-            Ok(stream) => spawn_client(stream, &server),
-            Err(e) => {
-                // Out of file descriptors, or a connection reset before we
-                // took it: log, pause briefly so a full table can drain, go on.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(10));
+            Ok(stream) => match ConnectionSlot::reserve(&server) {
+                Some(slot) => spawn_client(stream, slot, &server),
+                None => refuse_over_limit(stream, &server),
+            },
+            Err(e) => failures.note(&e),
+        }
+    }
+}
+
+/// Answers a connection over `--max-clients` with 503, without a thread of
+/// its own. Its request has usually arrived already: then it is read and
+/// answered at once. If not, the refuser thread waits a little for it,
+/// unless so many wait already that this is a flood.
+fn refuse_over_limit(stream: TcpStream, server: &Server) {
+    if let Ok(addr) = stream.peer_addr() {
+        let refusal = Refusal::TooManyClients;
+        log::info!("{}: handshake refused: 503 {refusal}", client_name(addr));
+    }
+    if discard_what_arrived(&stream) > 0 {
+        return answer_503(&stream);
+    }
+    match &server.refusals {
+        Some(refusals) => {
+            if let Err(mpsc::TrySendError::Full(stream)) = refusals.try_send(stream) {
+                answer_503(&stream);
             }
         }
+        None => answer_503(&stream),
+    }
+}
+
+/// The thread that answers connections over the limit whose request had
+/// not arrived yet, one at a time, so that the accept loop never waits.
+fn start_refuser() -> Option<mpsc::SyncSender<TcpStream>> {
+    let (refusals, queue) = mpsc::sync_channel::<TcpStream>(REFUSAL_QUEUE);
+    let started = thread::Builder::new()
+        .name("refuse".into())
+        .stack_size(CLIENT_STACK_SIZE)
+        .spawn(move || {
+            for stream in queue {
+                refuse_without_thread(&stream);
+            }
+        });
+    match started {
+        Ok(_) => Some(refusals),
+        Err(e) => {
+            log::warn!("no thread for refusals ({e}): they are answered without waiting");
+            None
+        }
+    }
+}
+
+/// Failed `accept` calls: logged at most once a second, with a count.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    fn note(&mut self, e: &io::Error) {
+        self.count += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            log::warn!("accept failed {} times in the last second: {e}", self.count);
+            self.count = 0;
+            self.logged_at = Some(Instant::now());
+        }
+        // Out of descriptors (EMFILE, ENFILE): they come back only as
+        // connections end, so wait a little. Anything else is a connection
+        // reset before it was taken.
+        let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24));
+        thread::sleep(Duration::from_millis(if out_of_descriptors {
+            50
+        } else {
+            1
+        }));
     }
 }
 
 /// Starts the thread that serves one client. If the thread cannot be
 /// created, the connection is refused with 503 and the server goes on.
-fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
+fn spawn_client(stream: TcpStream, slot: ConnectionSlot, server: &Arc<Server>) {
     let Ok(addr) = stream.peer_addr() else {
         return; // Reset before we got to it: nothing to serve.
     };
     let name = client_name(addr);
     let shared = Arc::clone(server);
-    let slot = ConnectionSlot::take(Arc::clone(server));
     // The thread is started first and handed the stream once it exists, so
     // that if it cannot be started we still hold the stream and can answer.
     let (hand_over, receive) = mpsc::sync_channel::<TcpStream>(1);
@@ -173,30 +266,56 @@ fn spawn_client(stream: TcpStream, server: &Arc<Server>) {
     }
 }
 
-/// Answers 503 from the accept loop itself, which has no thread to spare.
+/// Answers 503 without a thread of the connection's own.
 ///
-/// The request is read first (waiting at most 50 ms for it), because
-/// closing a socket with unread data makes the kernel send a reset, which
-/// can destroy the response before the client reads it.
-fn refuse_without_thread(mut stream: &TcpStream) {
+/// The request is read first (waiting at most [`REFUSAL_WAIT`] for it),
+/// because closing a socket with unread data makes the kernel send a
+/// reset, which can destroy the response before the client reads it.
+fn refuse_without_thread(stream: &TcpStream) {
+    let mut sink = [0u8; 1];
+    let _ = stream.set_read_timeout(Some(REFUSAL_WAIT));
+    let _ = stream.peek(&mut sink);
+    discard_what_arrived(stream);
+    answer_503(stream);
+}
+
+/// Reads and throws away what has arrived on `stream`, without waiting;
+/// returns how many bytes that was.
+fn discard_what_arrived(mut stream: &TcpStream) -> usize {
     let mut sink = [0u8; 4096];
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-    if matches!(stream.read(&mut sink), Ok(n) if n > 0) && stream.set_nonblocking(true).is_ok() {
-        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let mut total = 0;
+    if stream.set_nonblocking(true).is_ok() {
+        while let Ok(n @ 1..) = stream.read(&mut sink) {
+            total += n;
+        }
         let _ = stream.set_nonblocking(false);
     }
+    total
+}
+
+/// Writes the 503 (it fits in any socket buffer) and closes our side.
+fn answer_503(mut stream: &TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = stream.write_all(&error_response(&Refusal::TooManyClients));
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Counts a connection for as long as it lives, whichever way its thread ends.
+/// One of the `--max-clients` slots, held for as long as its connection
+/// lives, whichever way its thread ends.
 struct ConnectionSlot(Arc<Server>);
 
 impl ConnectionSlot {
-    fn take(server: Arc<Server>) -> ConnectionSlot {
-        server.connections.fetch_add(1, Ordering::SeqCst);
-        ConnectionSlot(server)
+    /// Takes a slot if one is free: counted and checked in one atomic step,
+    /// so that two connections can never both take the last one.
+    fn reserve(server: &Arc<Server>) -> Option<ConnectionSlot> {
+        let max = server.config.max_clients;
+        server
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionSlot(Arc::clone(server)))
     }
 }
 
@@ -236,9 +355,6 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
     }
     if server.stopping.load(Ordering::SeqCst) {
         return refuse(&stream, &name, &Refusal::Stopping);
-    }
-    if server.connections() > config.max_clients {
-        return refuse(&stream, &name, &Refusal::TooManyClients);
     }
     let response = match handshake::validate(&request, &config.allow_origins) {
         Ok(response) => response.to_bytes(),

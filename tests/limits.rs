@@ -273,3 +273,101 @@ fn threads_of_user(uid: u32) -> usize {
         })
         .sum()
 }
+
+/// The descriptors the server holds, from /proc (Linux).
+fn descriptors(server: &ServerProcess) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn of_a_burst_exactly_max_clients_are_served_and_the_rest_get_503() {
+    let server = ServerProcess::start(&["--max-clients", "100"]);
+    // Each sends its request as soon as it is connected, as clients do.
+    let mut streams: Vec<TcpStream> = (0..150)
+        .map(|_| {
+            let mut stream = connect(server.addr);
+            stream.write_all(upgrade_request("").as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let mut upgraded = 0;
+    let mut refused = 0;
+    for stream in &mut streams {
+        let (head, _) = read_http_response(stream);
+        match status(&head) {
+            101 => upgraded += 1,
+            503 => refused += 1,
+            other => panic!("unexpected {other}: {head}"),
+        }
+    }
+    assert_eq!((upgraded, refused), (100, 50));
+}
+
+#[test]
+fn idle_connections_over_the_limit_hold_no_thread_or_descriptor() {
+    let server = ServerProcess::start(&["--max-clients", "300"]);
+    let baseline = (server.threads(), descriptors(&server));
+    let mut idle = Vec::new();
+    let mut most = (0, 0);
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(server.addr).unwrap());
+        if idle.len() % 50 == 0 {
+            most.0 = most.0.max(server.threads());
+            most.1 = most.1.max(descriptors(&server));
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    most.0 = most.0.max(server.threads());
+    most.1 = most.1.max(descriptors(&server));
+    // The limit, plus the connections waiting for their 503 and a few.
+    assert!(
+        most.0 <= baseline.0 + 300 + 2,
+        "threads {most:?} from {baseline:?}"
+    );
+    assert!(
+        most.1 <= baseline.1 + 300 + 70,
+        "descriptors {most:?} from {baseline:?}"
+    );
+    // One of the 300 leaves: a newcomer is served at once.
+    drop(idle.remove(0));
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut honest = raw_client(server.addr);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    chats(&mut honest, "served");
+}
+
+#[test]
+fn a_low_open_file_limit_is_said_at_start_and_kept() {
+    let mut server = ServerProcess::start_with(
+        &["prlimit", "--nofile=512", env!("CARGO_BIN_EXE_wschat")],
+        &[],
+    );
+    assert!(server.wait_for_log("the open-file limit is 512: serving at most 384 clients"));
+    let idle: Vec<TcpStream> = (0..600)
+        .filter_map(|_| TcpStream::connect(server.addr).ok())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut honest = connect(server.addr);
+    let (head, _) = http_exchange(&mut honest, upgrade_request("").as_bytes());
+    assert!(matches!(status(&head), 101 | 503), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    let warnings = server.count_log("accept failed");
+    assert!(warnings <= 3, "{warnings} accept warnings");
+    assert!(
+        server.wait_for_exit(Duration::from_millis(10)).is_none(),
+        "the server died"
+    );
+}

@@ -109,6 +109,11 @@ impl ServerProcess {
         false
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends the server a signal (`TERM`, `INT`) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
