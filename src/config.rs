@@ -24,6 +24,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Time a write may block before the client is dropped.
     pub write_timeout: Duration,
+    /// The most memory all clients' unfinished messages may hold together.
+    pub max_buffered: usize,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             ping_interval: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            max_buffered: 256 << 20,
         }
     }
 }
@@ -56,6 +59,8 @@ Options:
   --ping-interval SECS       ping every client this often; 0 = off [default: 30]
   --handshake-timeout SECS   time allowed for the opening request [default: 10]
   --write-timeout SECS       drop a client whose writes block this long [default: 10]
+  --max-buffered BYTES       memory for all unfinished incoming messages together;
+                             a frame past it gets close 1013 [default: 268435456]
   -h, --help                 print this help
 
 Logging: RUST_LOG=info (default), debug (handshakes), trace (every frame).
@@ -115,6 +120,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
             }
             "--handshake-timeout" => config.handshake_timeout = parse_seconds(&flag, &value()?)?,
             "--write-timeout" => config.write_timeout = parse_seconds(&flag, &value()?)?,
+            "--max-buffered" => config.max_buffered = parse_positive(&flag, &value()?)?,
             other => {
                 return Err(ArgError(format!(
                     "unknown option {other:?}; see wschat --help"
@@ -163,6 +169,7 @@ mod tests {
         assert_eq!(config.ping_interval, Some(Duration::from_secs(30)));
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_buffered, 268_435_456);
     }
 
     #[test]
@@ -184,6 +191,8 @@ mod tests {
             "3",
             "--write-timeout",
             "4",
+            "--max-buffered",
+            "67108864",
         ];
         let Ok(Command::Run(config)) = parse(&args) else {
             panic!("should parse");
@@ -196,6 +205,7 @@ mod tests {
         assert_eq!(config.ping_interval, None);
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.write_timeout, Duration::from_secs(4));
+        assert_eq!(config.max_buffered, 64 << 20);
     }
 
     #[test]

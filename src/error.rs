@@ -25,6 +25,10 @@ pub mod code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: a message is too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// 1013: Try Again Later, from the IANA registry of close codes (§11.7):
+    /// the server is overloaded (here: all clients' unfinished messages
+    /// hold as much memory as `--max-buffered` allows).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// A fault in what the client sent after the handshake.
@@ -70,6 +74,12 @@ pub enum ProtocolError {
         /// The limit it passes.
         max: usize,
     },
+    /// Buffering this frame would take the memory held by all clients'
+    /// unfinished messages past `--max-buffered`.
+    OverBudget {
+        /// The limit for all clients together.
+        max: usize,
+    },
 }
 
 impl ProtocolError {
@@ -78,6 +88,7 @@ impl ProtocolError {
         match self {
             ProtocolError::InvalidUtf8 => code::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig { .. } => code::MESSAGE_TOO_BIG,
+            ProtocolError::OverBudget { .. } => code::TRY_AGAIN_LATER,
             _ => code::PROTOCOL_ERROR,
         }
     }
@@ -111,6 +122,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::CloseFrameOneByte => write!(f, "close frame payload of one byte"),
             ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             ProtocolError::InvalidUtf8 => write!(f, "invalid UTF-8 in text"),
+            ProtocolError::OverBudget { max } => write!(
+                f,
+                "the server is holding {max} bytes of unfinished messages; try again later"
+            ),
             ProtocolError::MessageTooBig { size, max } => {
                 write!(f, "message of {size} bytes is over the limit of {max}")
             }

@@ -19,6 +19,47 @@ use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, Role, hex};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The memory that all connections' unfinished messages may hold together
+/// (`--max-buffered`), shared by every [`MessageReader`]. A reader takes
+/// from it what a data frame's header announces, before it buffers a byte
+/// of the payload, and gives it back when the message is complete or the
+/// reader is dropped with its connection.
+#[derive(Debug)]
+pub struct Budget {
+    max: usize,
+    taken: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Budget {
+        Budget {
+            max,
+            taken: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many bytes are taken right now.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::SeqCst)
+    }
+
+    /// Takes `bytes`, if that stays within the budget.
+    fn take(&self, bytes: usize) -> bool {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                taken.checked_add(bytes).filter(|&after| after <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.taken.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
 
 /// A whole data message (RFC 6455 §5.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +126,10 @@ pub struct MessageReader {
     role: Role,
     /// The largest message accepted, in bytes, after reassembly.
     max_message: usize,
+    /// The memory all connections' unfinished messages share, if limited.
+    budget: Option<Arc<Budget>>,
+    /// What this reader has taken from the budget.
+    taken: usize,
     frame: FrameState,
     /// The fragmented message in progress, if any (§5.4). Control frames
     /// may arrive between its fragments.
@@ -100,10 +145,21 @@ impl MessageReader {
         MessageReader {
             role,
             max_message,
+            budget: None,
+            taken: 0,
             frame: FrameState::new_header(),
             message: None,
             name: name.to_string(),
         }
+    }
+
+    /// Makes every data frame take what it announces from `budget` first
+    /// (RFC 6455 §10.4: "implementations SHOULD impose a limit on frame
+    /// sizes and the total message size after reassembly from multiple
+    /// frames"; this is that limit for all connections together).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> MessageReader {
+        self.budget = Some(budget);
+        self
     }
 
     /// The events that `bytes` complete, in order, as an iterator. Bytes
@@ -179,6 +235,7 @@ impl MessageReader {
                     .as_ref()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
                 self.check_size(message.data.len(), header.payload_len)?;
+                self.take_from_budget(header.payload_len)?;
                 FrameState::Data {
                     header,
                     received: 0,
@@ -191,6 +248,7 @@ impl MessageReader {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 self.check_size(0, header.payload_len)?;
+                self.take_from_budget(header.payload_len)?;
                 self.message = Some(InMessage {
                     opcode,
                     data: Vec::new(),
@@ -216,6 +274,29 @@ impl MessageReader {
             });
         }
         Ok(())
+    }
+
+    /// Takes `payload_len` bytes (already checked against `max_message`)
+    /// from the budget, if there is one: nothing is buffered before that.
+    fn take_from_budget(&mut self, payload_len: u64) -> Result<(), ProtocolError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let bytes = payload_len as usize; // at most max_message
+        if !budget.take(bytes) {
+            return Err(ProtocolError::OverBudget { max: budget.max });
+        }
+        self.taken += bytes;
+        Ok(())
+    }
+
+    /// Gives back everything taken from the budget: the message is complete,
+    /// or the connection is over (the session calls it then).
+    pub fn give_back_budget(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.taken);
+        }
+        self.taken = 0;
     }
 
     /// Stores, unmasks and (for text) checks as much of the payload as
@@ -289,6 +370,7 @@ impl MessageReader {
             return Ok(None);
         }
         let message = self.message.take().expect("bug: checked above");
+        self.give_back_budget();
         Ok(Some(Event::Message(match message.opcode {
             OpCode::Text => Message::Text(message.utf8.finish(message.data)?),
             _ => Message::Binary(message.data),
@@ -298,6 +380,12 @@ impl MessageReader {
     /// One annotated line per received frame, at `trace` level.
     fn trace(&self, header: &FrameHeader, payload: &[u8]) {
         log::trace!("{} -> {header} payload={}", self.name, preview(payload));
+    }
+}
+
+impl Drop for MessageReader {
+    fn drop(&mut self) {
+        self.give_back_budget();
     }
 }
 
@@ -607,6 +695,30 @@ mod tests {
         ));
         assert!(feed(&mut rx, &bytes, 1).is_err());
         assert!(rx.message.is_none());
+    }
+
+    #[test]
+    fn a_shared_budget_is_taken_on_the_header_and_given_back() {
+        let budget = Arc::new(Budget::new(1000));
+        let mut a = reader_of(1000).with_budget(Arc::clone(&budget));
+        let mut b = reader_of(1000).with_budget(Arc::clone(&budget));
+        let frame = client_frame(true, OpCode::Binary, &[5; 600]);
+        // A's header takes 600 before any payload is buffered.
+        assert_eq!(feed(&mut a, &frame[..8], 8), Ok(vec![]));
+        assert_eq!(budget.taken(), 600);
+        // B's would take the total past 1000: 1013, Try Again Later.
+        let err = feed(&mut b, &frame[..8], 8).unwrap_err();
+        assert_eq!(err, ProtocolError::OverBudget { max: 1000 });
+        assert_eq!(err.close_code(), 1013);
+        // A's message completes: its share goes back.
+        assert_eq!(feed(&mut a, &frame[8..], 100).unwrap().len(), 1);
+        assert_eq!(budget.taken(), 0);
+        // A reader dropped with a message half read gives its share back.
+        let mut c = reader_of(1000).with_budget(Arc::clone(&budget));
+        assert_eq!(feed(&mut c, &frame[..20], 20), Ok(vec![]));
+        assert_eq!(budget.taken(), 600);
+        drop(c);
+        assert_eq!(budget.taken(), 0);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::connection::{self, Connection, RequestError, read_request, send_http}
 use crate::error::code;
 use crate::frame::Role;
 use crate::handshake::{self, Refusal, Request, error_response, http_response};
+use crate::message::Budget;
 use crate::session::{Session, Settings};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -43,6 +44,8 @@ pub struct Server {
     pub config: Config,
     /// The room: every upgraded client.
     pub chat: Chat,
+    /// The memory all clients' unfinished messages share (`--max-buffered`).
+    pub budget: Arc<Budget>,
     /// Hands connections over the limit to the refuser thread.
     refusals: Option<mpsc::SyncSender<TcpStream>>,
     /// Connections open right now, handshaking or upgraded.
@@ -57,6 +60,7 @@ impl Server {
         Server {
             chat: Chat::new(config.echo),
             refusals: start_refuser(),
+            budget: Arc::new(Budget::new(config.max_buffered)),
             config,
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -366,6 +370,7 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
         max_queued: max_queued(config),
         ping_interval: config.ping_interval,
         mask_key: None,
+        budget: Some(Arc::clone(&server.budget)),
     };
     let session = Session::new(Role::Server, &name, settings, Instant::now());
     let connection = Arc::new(Connection::new(

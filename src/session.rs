@@ -51,7 +51,7 @@ use crate::close::{CloseFrame, close_payload, reply_payload};
 use crate::error::{ProtocolError, code};
 use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, Role, encode_frame};
 use crate::mask::apply_mask;
-use crate::message::{Event, Message, MessageReader, preview};
+use crate::message::{Budget, Event, Message, MessageReader, preview};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -95,6 +95,9 @@ pub struct Settings {
     /// Where a client's masking keys come from (§5.3: they must be
     /// unpredictable). A server never masks: `None`.
     pub mask_key: Option<fn() -> [u8; 4]>,
+    /// The memory all connections' unfinished messages share
+    /// (`--max-buffered`), if limited.
+    pub budget: Option<Arc<Budget>>,
 }
 
 /// A whole frame, ready for the wire: `head` then `body`.
@@ -244,10 +247,14 @@ impl Session {
             next_ping: now + interval,
             awaiting_pong: false,
         });
+        let mut reader = MessageReader::new(role, settings.max_message, name);
+        if let Some(budget) = &settings.budget {
+            reader = reader.with_budget(Arc::clone(budget));
+        }
         Session {
             role,
             name: name.to_string(),
-            reader: MessageReader::new(role, settings.max_message, name),
+            reader,
             settings,
             state: State::Open,
             queue: VecDeque::new(),
@@ -344,7 +351,7 @@ impl Session {
             self.push_frame(OpCode::Close, reply_payload(&frame));
             self.end(Ending::ClosedByPeer(frame));
         }
-        self.state = State::Closed;
+        self.set_closed();
     }
 
     /// §7.1.7 "_Fail the WebSocket Connection_": send a close frame with the
@@ -355,13 +362,13 @@ impl Session {
             self.push_frame(OpCode::Close, payload);
         }
         self.end(Ending::Failed(error));
-        self.state = State::Closed;
+        self.set_closed();
     }
 
     /// The peer closed TCP (or the socket failed): the connection is over.
     pub fn receive_eof(&mut self) {
         self.end(Ending::Dropped);
-        self.state = State::Closed;
+        self.set_closed();
     }
 
     // ----- time ----------------------------------------------------------
@@ -380,7 +387,7 @@ impl Session {
     /// answer our close in time.
     pub fn tick(&mut self, now: Instant) {
         if self.state == State::Closing && self.close_deadline.is_some_and(|d| now >= d) {
-            self.state = State::Closed;
+            self.set_closed();
         }
         let Some(keepalive) = &mut self.keepalive else {
             return;
@@ -450,7 +457,7 @@ impl Session {
     pub fn give_up(&mut self, why: String) {
         self.end(Ending::GivenUp(why));
         self.given_up = true;
-        self.state = State::Closed;
+        self.set_closed();
         self.queue.clear();
         self.queued_cost = 0;
         self.waiting_pong = None;
@@ -515,6 +522,13 @@ impl Session {
             payload_len: payload.len() as u64,
         };
         OutgoingFrame::new(header, payload)
+    }
+
+    /// The connection is over: nothing more is read, so the memory its
+    /// unfinished message took from the shared budget goes back.
+    fn set_closed(&mut self) {
+        self.state = State::Closed;
+        self.reader.give_back_budget();
     }
 
     /// Records why the connection ends, unless a reason is already known.
@@ -582,6 +596,7 @@ mod tests {
             max_queued: 1 << 20,
             ping_interval: None,
             mask_key: None,
+            budget: None,
         }
     }
 

@@ -371,3 +371,48 @@ fn a_low_open_file_limit_is_said_at_start_and_kept() {
         "the server died"
     );
 }
+
+#[test]
+fn max_buffered_bounds_the_memory_of_all_unfinished_messages_together() {
+    const STALLED: usize = 200;
+    let server = ServerProcess::start(&[
+        "--max-buffered",
+        "67108864",
+        "--max-message",
+        "1048576",
+        "--write-timeout",
+        "2",
+    ]);
+    let memory_before = server.memory_kib("VmRSS");
+    // Each announces a message of almost 1 MiB, sends half of it, and stalls.
+    let payload = vec![b'x'; (1 << 20) - 16];
+    let frame = client_frame(BINARY, &payload, true);
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut stream = raw_client(server.addr);
+        let _ = stream.write_all(&frame[..frame.len() / 2]);
+        stalled.push(stream);
+    }
+    // 64 of them fit in 64 MiB; every other one gets 1013 on its header.
+    let refused = "failed with 1013";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.count_log(refused) < STALLED - 64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.count_log(refused), STALLED - 64);
+    let grown = server.memory_kib("VmHWM").saturating_sub(memory_before);
+    assert!(
+        grown < 64 * 1024 + STALLED * 64,
+        "memory grew by {grown} KiB"
+    );
+    // An honest client still chats, at once.
+    let started = Instant::now();
+    let mut honest = raw_client(server.addr);
+    chats(&mut honest, "small messages still flow");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
