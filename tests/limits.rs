@@ -374,7 +374,7 @@ fn a_low_open_file_limit_is_said_at_start_and_kept() {
 
 #[test]
 fn max_buffered_bounds_the_memory_of_all_unfinished_messages_together() {
-    const STALLED: usize = 200;
+    const STALLED: usize = 400;
     let server = ServerProcess::start(&[
         "--max-buffered",
         "67108864",
