@@ -557,13 +557,16 @@ fn sample_refusals() -> String {
         "1",
     ]);
     let origin = "Origin: http://127.0.0.1:8002\r\n";
+    // With --max-clients 1, the next client fits only once the last one's
+    // thread has ended: wait for the server to be back to its idle threads.
+    let idle_threads = server.threads();
     // 408: half a request, then nothing.
     let mut slow = connect(server.addr);
     slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     assert!(server.wait_for_log("refused: 408"));
     drop(slow);
     // Its thread must end before the next connection fits (--max-clients 1).
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(server.wait_for_threads(idle_threads));
     // 403: another site's page.
     let mut evil = connect(server.addr);
     http_exchange(
@@ -573,7 +576,7 @@ fn sample_refusals() -> String {
     assert!(server.wait_for_log("refused: 403"));
     drop(evil);
     // Let the refused connections' threads finish, so they do not count below.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(server.wait_for_threads(idle_threads));
     // 503: one client is the limit.
     let mut member = connect(server.addr);
     http_exchange(&mut member, upgrade_request(origin).as_bytes());
@@ -589,13 +592,14 @@ fn sample_refusals() -> String {
     drop(member);
     assert!(server.wait_for_log("failed with 1009"));
     // Its thread, too, must end before the next client fits.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(server.wait_for_threads(idle_threads));
     // 1008: no pong.
     let mut silent = connect(server.addr);
     http_exchange(&mut silent, upgrade_request(origin).as_bytes());
     expect_close(&mut silent);
     drop(silent);
     assert!(server.wait_for_log("no pong"));
+    assert!(server.wait_for_threads(idle_threads));
     // Too slow: a client that never reads, sent its own echoes until its
     // writes block for the write timeout. It answers the keep-alive blind,
     // with pongs that carry the pings' payload, so that "no pong" does not
