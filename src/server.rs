@@ -1,9 +1,11 @@
 //! The TCP accept loop, one OS thread per client, and the graceful stop.
 //!
-//! [`serve`] accepts connections and hands each to its own thread, named
-//! after the client (`ID54321`). That thread reads the opening request
-//! ([`crate::handshake`]). A plain HTTP request gets the chat page (or 404
-//! or 405); an upgrade request gets a [`Connection`], a place in the room
+//! [`serve`] accepts connections. One that can take one of the
+//! `--max-clients` slots gets a thread of its own, named after the client
+//! (`ID54321`); one over the limit gets 503 at once, without a thread
+//! (admission by reservation). The client's thread reads the opening request
+//! ([`crate::handshake`]). A plain HTTP request gets the chat page (or 400,
+//! 404 or 405); an upgrade request gets a [`Connection`], a place in the room
 //! ([`crate::chat`]), `101 Switching Protocols`, and the reader loop
 //! ([`connection::run`]) until the client leaves.
 //!
