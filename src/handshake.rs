@@ -135,7 +135,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::BadHost(why) => write!(f, "{why}"),
             Refusal::BodyNotAllowed => write!(f, "an upgrade request cannot have a body"),
-            Refusal::BadContentLength => write!(f, "Content-Length is not a number"),
+            Refusal::BadContentLength => write!(f, "Content-Length is not one number"),
             Refusal::UpgradeNeedsHttp11 => write!(f, "a WebSocket upgrade needs HTTP/1.1"),
             Refusal::UnsupportedHttpVersion(v) => {
                 write!(
@@ -339,6 +339,22 @@ impl Request {
         self.has_token("Upgrade", "websocket")
     }
 
+    /// RFC 9112 §6.3: "If a message is received without Transfer-Encoding
+    /// and with an invalid Content-Length header field, then the message
+    /// framing is invalid" and a server "MUST respond with a 400". Valid is
+    /// one decimal number, in every `Content-Length` line alike.
+    pub fn check_content_length(&self) -> Result<(), Refusal> {
+        let mut lengths = self.header_values("Content-Length");
+        let Some(first) = lengths.next() else {
+            return Ok(());
+        };
+        let valid = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit());
+        if !valid(first) || lengths.any(|other| other != first) {
+            return Err(Refusal::BadContentLength);
+        }
+        Ok(())
+    }
+
     /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
     /// code to any HTTP/1.1 request message that lacks a Host header field
     /// and to any request message that contains more than one Host header
@@ -419,16 +435,15 @@ pub fn validate(
 /// frames requests by these headers would disagree with wschat about where
 /// the request ends.
 fn check_no_body(request: &Request) -> Result<(), Refusal> {
+    request.check_content_length()?;
     if request.header("Transfer-Encoding").is_some() {
         return Err(Refusal::BodyNotAllowed);
     }
-    for length in request.header_values("Content-Length") {
-        if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Refusal::BadContentLength);
-        }
-        if length.bytes().any(|b| b != b'0') {
-            return Err(Refusal::BodyNotAllowed);
-        }
+    let has_body = request
+        .header_values("Content-Length")
+        .any(|length| length.bytes().any(|b| b != b'0'));
+    if has_body {
+        return Err(Refusal::BodyNotAllowed);
     }
     Ok(())
 }

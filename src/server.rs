@@ -421,6 +421,7 @@ fn serve_http(stream: &TcpStream, name: &str, request: &Request) {
 /// `HEAD`, and the path `/` (with any query).
 fn page(request: &Request) -> Result<(), Refusal> {
     request.check_host()?;
+    request.check_content_length()?;
     if request.method != "GET" && request.method != "HEAD" {
         return Err(Refusal::MethodNotAllowed(request.method.clone()));
     }

@@ -137,6 +137,17 @@ fn http_rules_table() {
             "GET / HTTP/1.0\r\n\r\n".into(),
             200,
         ),
+        // RFC 9112 §6.3: an invalid Content-Length is a 400 on any request.
+        (
+            "page with Content-Length abc",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "page with two Content-Lengths",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".into(),
+            400,
+        ),
         (
             "HTTP/1.0 upgrade",
             upgrade("").replace("HTTP/1.1", "HTTP/1.0"),
