@@ -2,7 +2,7 @@
 //! defaults chosen so that a bare `cargo run` starts a chat server.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// Everything the server can be told on its command line.
@@ -62,6 +62,7 @@ Options:
   --max-buffered BYTES       memory for all unfinished incoming messages together;
                              a frame past it gets close 1013 [default: 268435456]
   -h, --help                 print this help
+  -V, --version              print the name and version
 
 Logging: RUST_LOG=info (default), debug (handshakes), trace (every frame).
 ";
@@ -73,6 +74,8 @@ pub enum Command {
     Run(Config),
     /// Print [`USAGE`] and exit.
     Help,
+    /// Print the name and version and exit.
+    Version,
 }
 
 /// A command line that cannot be obeyed, with the reason.
@@ -105,12 +108,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
                 .or_else(|| args.next())
                 .ok_or_else(|| ArgError(format!("{flag} needs a value")))
         };
+        // A flag that takes no value refuses one: `--echo=no` is a mistake,
+        // not "on".
+        let no_value = || match &inline {
+            Some(_) => Err(ArgError(format!("{flag} takes no value"))),
+            None => Ok(()),
+        };
         match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--echo" => config.echo = true,
-            "--listen" => {
-                config.listen = parse_value(&flag, &value()?, "an address like 127.0.0.1:8002")?
+            "-h" | "--help" => return no_value().map(|()| Command::Help),
+            "-V" | "--version" => return no_value().map(|()| Command::Version),
+            "--echo" => {
+                no_value()?;
+                config.echo = true;
             }
+            "--listen" => config.listen = parse_listen(&flag, &value()?)?,
             "--max-message" => config.max_message = parse_positive(&flag, &value()?)?,
             "--max-clients" => config.max_clients = parse_positive(&flag, &value()?)?,
             "--allow-origin" => config.allow_origins.push(value()?),
@@ -134,6 +145,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
 fn parse_value<T: std::str::FromStr>(flag: &str, text: &str, what: &str) -> Result<T, ArgError> {
     text.parse()
         .map_err(|_| ArgError(format!("{flag} {text:?}: expected {what}")))
+}
+
+/// An IP address and port (`127.0.0.1:8002`, `[::1]:8002`), or a host name
+/// and port (`localhost:9000`), which is looked up: its first address.
+fn parse_listen(flag: &str, text: &str) -> Result<SocketAddr, ArgError> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let wrong = || {
+        ArgError(format!(
+            "{flag} {text:?}: expected an address like 127.0.0.1:8002"
+        ))
+    };
+    if !text.contains(':') {
+        return Err(wrong());
+    }
+    text.to_socket_addrs()
+        .map_err(|_| wrong())?
+        .next()
+        .ok_or_else(wrong)
 }
 
 fn parse_positive(flag: &str, text: &str) -> Result<usize, ArgError> {
@@ -206,6 +237,27 @@ mod tests {
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.write_timeout, Duration::from_secs(4));
         assert_eq!(config.max_buffered, 64 << 20);
+    }
+
+    #[test]
+    fn flags_without_values_refuse_one() {
+        assert_eq!(parse(&["--version"]), Ok(Command::Version));
+        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+        for wrong in ["--echo=no", "--echo=yes", "--help=1", "--version=2"] {
+            let err = parse(&[wrong]).unwrap_err();
+            assert!(err.0.contains("takes no value"), "{wrong}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_too() {
+        let Ok(Command::Run(config)) = parse(&["--listen", "localhost:9000"]) else {
+            panic!("localhost:9000 should parse");
+        };
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.listen.port(), 9000);
+        assert!(parse(&["--listen", "localhost"]).is_err());
+        assert!(parse(&["--listen", "no.such.host.invalid:80"]).is_err());
     }
 
     #[test]

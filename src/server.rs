@@ -388,7 +388,9 @@ fn handle_client(stream: TcpStream, addr: SocketAddr, name: String, server: &Ser
     if let Err(e) = connection.send_handshake_response(&response) {
         return log::info!("{name}: could not send the handshake response: {e}");
     }
-    log::info!("{name} connected ({} clients)", server.client_count());
+    let count = server.client_count();
+    let plural = if count == 1 { "" } else { "s" };
+    log::info!("{name} connected ({count} client{plural})");
     let ending = connection::run(&connection, &pending, |message| {
         server.chat.on_message(&connection, message)
     });

@@ -527,7 +527,7 @@ fn sample_help() -> String {
 fn sample_room_log() -> String {
     let server = ServerProcess::start(&[]);
     let mut first = raw_client(server.addr);
-    assert!(server.wait_for_log("connected (1 clients)"));
+    assert!(server.wait_for_log("connected (1 client)"));
     let second = raw_client(server.addr);
     assert!(server.wait_for_log("connected (2 clients)"));
     first

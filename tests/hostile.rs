@@ -190,7 +190,7 @@ fn bursts_of_vanishing_and_stalled_clients_leave_nothing_behind() {
     );
     // The table is empty: the next client is the only one.
     let mut fresh = raw_client(server.addr);
-    assert!(server.wait_for_log("connected (1 clients)"));
+    assert!(server.wait_for_log("connected (1 client)"));
     fresh
         .write_all(&client_frame(TEXT, b"anyone?", true))
         .unwrap();
