@@ -196,7 +196,10 @@ fn when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on() {
             .is_ok_and(|o| o.status.success())
     });
     if !is_root || !tools {
-        eprintln!("skipping: needs root and util-linux's prlimit and setpriv to cap threads");
+        skip(
+            "when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on",
+            "needs root and util-linux's prlimit and setpriv to cap threads",
+        );
         return;
     }
     // A copy of the binary where `nobody` may run it, whatever the checkout's permissions.

@@ -175,6 +175,18 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Says, where `cargo test` shows it, that `test` could not run and why.
+/// Under CI (`CI=true`), where a skipped test would hide a broken setup, the
+/// test fails instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} cannot run under CI=true: {why}");
+    }
+    // Straight to the file descriptor: the test harness captures
+    // `eprintln!`, and would show this only with --nocapture.
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+}
+
 /// The RFC's sample key; its accept value is known.
 pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
