@@ -30,7 +30,9 @@ if [ ! -x "$venv/bin/wstest" ]; then
 fi
 
 cargo build --release --manifest-path "$root/Cargo.toml"
-"$root/target/release/wschat" --echo --listen "$addr" --max-message 16777216 2>"$root/target/autobahn-server.log" &
+# Where cargo put the binary: CARGO_TARGET_DIR if set, else target/.
+bin="${CARGO_TARGET_DIR:-$root/target}/release/wschat"
+"$bin" --echo --listen "$addr" --max-message 16777216 2>"$root/target/autobahn-server.log" &
 server=$!
 trap 'kill $server' EXIT
 sleep 0.5
