@@ -533,6 +533,89 @@ fn two_tabs_chat() {
     browser.screenshot(&b, "tab-b");
 }
 
+/// The page's messages: one element per message however many lines, the
+/// sender unmistakable, a file sent as one binary message and an image shown
+/// from a blob: URL, the log following new messages, and Enter while
+/// disconnected saying what to do.
+#[test]
+fn page_messages_files_and_scrolling() {
+    let server = ServerProcess::start(&[]);
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let page = format!("http://{}/", server.addr);
+    let a = browser.open(&page);
+    browser.wait_status(&a, "OPEN");
+    let b = browser.open(&page);
+    browser.wait_status(&b, "OPEN");
+
+    // A message whose second line pretends to come from someone else.
+    browser.eval(&a, "ws.send('first line\\nID40000: I am someone else')");
+    let element = browser.wait_for(
+        &b,
+        "the two-line message as one element",
+        "[...document.querySelectorAll('#log > .chat')] \
+         .find(e => e.textContent.endsWith('I am someone else')) \
+         ?.querySelectorAll('.sender').length ?? null",
+    );
+    assert_eq!(element, json!(1), "one sender name in the one element");
+
+    // A file: the bytes of a 1x1 PNG, chosen in tab A's #file input.
+    let sent = browser.eval(
+        &a,
+        "(() => { \
+           const png = Uint8Array.from(atob('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='), c => c.charCodeAt(0)); \
+           const input = document.getElementById('file'); \
+           const files = new DataTransfer(); \
+           files.items.add(new File([png], 'dot.png', { type: 'image/png' })); \
+           input.files = files.files; \
+           input.dispatchEvent(new Event('change')); \
+           return png.length; })()",
+    );
+    let size = sent.as_u64().expect("the PNG's size");
+    let src = browser.wait_for(
+        &b,
+        "the image received",
+        &format!(
+            "[...document.querySelectorAll('#log > .binary')] \
+             .find(e => e.textContent.includes('[binary, {size} bytes]')) \
+             ?.querySelector('img')?.src ?? null"
+        ),
+    );
+    assert!(
+        src.as_str().is_some_and(|s| s.starts_with("blob:")),
+        "{src}"
+    );
+
+    // Forty three-line messages: tab B's log keeps the newest in view.
+    browser.eval(
+        &a,
+        "for (let i = 0; i < 40; i++) ws.send(`message ${i}\\nsecond line\\nthird line`)",
+    );
+    browser.wait_for(
+        &b,
+        "the last message",
+        "[...document.querySelectorAll('#log > .chat')].some(e => e.textContent.includes('message 39'))",
+    );
+    thread::sleep(Duration::from_millis(200));
+    let gap = browser.eval(
+        &b,
+        "(() => { const l = document.getElementById('log'); \
+           return l.scrollHeight - l.scrollTop - l.clientHeight; })()",
+    );
+    assert!(
+        gap.as_f64().is_some_and(|g| g < 5.0),
+        "the log stopped following: {gap}"
+    );
+
+    // Enter while disconnected says what to do.
+    browser.click(&a, "close");
+    browser.wait_status(&a, "CLOSED");
+    browser.type_and_enter(&a, "anyone there?");
+    browser.wait_log_line(&a, "not connected: press Connect first");
+    browser.screenshot(&b, "messages");
+}
+
 /// SIGTERM stops the server gracefully: the page sees close code 1001 with
 /// `wasClean` true (the page marks a clean close as a "system" line, an
 /// unclean one as an "error"), and the server exits with status 0.
