@@ -164,8 +164,8 @@ pub struct Connection {
     pub name: String,
     stream: TcpStream,
     shared: Mutex<Shared>,
-    /// Signalled when the last writing ends after the session closed:
-    /// [`finish`] waits for it before closing TCP.
+    /// Signalled when a thread stops writing: [`finish`] waits for it
+    /// before closing TCP.
     done_writing: Condvar,
     /// How long writing one batch may take before the client is given up on.
     write_timeout: Duration,

@@ -447,19 +447,26 @@ fn shows_as_text(text: &str) -> String {
     )
 }
 
-/// Two tabs chat through the real server: typing and Enter, the Send button,
-/// HTML shown as text, Close and Connect.
-#[test]
-fn two_tabs_chat() {
-    let server = ServerProcess::start(&[]);
-    let Some(mut browser) = Browser::launch() else {
-        return;
-    };
+/// A browser with two tabs on `server`'s page, both OPEN; `None` (after
+/// saying SKIPPED) if there is no browser.
+fn two_open_tabs(server: &ServerProcess) -> Option<(Browser, Tab, Tab)> {
+    let mut browser = Browser::launch()?;
     let page = format!("http://{}/", server.addr);
     let a = browser.open(&page);
     browser.wait_status(&a, "OPEN");
     let b = browser.open(&page);
     browser.wait_status(&b, "OPEN");
+    Some((browser, a, b))
+}
+
+/// Two tabs chat through the real server: typing and Enter, the Send button,
+/// HTML shown as text, Close and Connect.
+#[test]
+fn two_tabs_chat() {
+    let server = ServerProcess::start(&[]);
+    let Some((mut browser, a, b)) = two_open_tabs(&server) else {
+        return;
+    };
 
     // Neither tab may ever run an alert: a message rendered as HTML would.
     for tab in [&a, &b] {
@@ -540,14 +547,9 @@ fn two_tabs_chat() {
 #[test]
 fn page_messages_files_and_scrolling() {
     let server = ServerProcess::start(&[]);
-    let Some(mut browser) = Browser::launch() else {
+    let Some((mut browser, a, b)) = two_open_tabs(&server) else {
         return;
     };
-    let page = format!("http://{}/", server.addr);
-    let a = browser.open(&page);
-    browser.wait_status(&a, "OPEN");
-    let b = browser.open(&page);
-    browser.wait_status(&b, "OPEN");
 
     // A message whose second line pretends to come from someone else.
     browser.eval(&a, "ws.send('first line\\nID40000: I am someone else')");
