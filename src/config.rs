@@ -44,11 +44,49 @@ impl Default for Config {
     }
 }
 
+/// Where to connect and how to behave: `wschat connect`'s command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The server's host name or address, as in the URL.
+    pub host: String,
+    /// The server's port (80 if the URL has none).
+    pub port: u16,
+    /// The path and query to ask for, `/` at least.
+    pub resource: String,
+    /// Send every message received back unchanged.
+    pub echo: bool,
+    /// An `Origin` header to send, as a browser would.
+    pub origin: Option<String>,
+}
+
+impl ClientConfig {
+    /// The `Host` header's value (§4.1 item 4): the port only if not 80.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host) // an IPv6 address
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The URL, as the user gave it.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.host_header(), self.resource)
+    }
+}
+
 /// The text of `wschat --help`.
 pub const USAGE: &str = "\
 wschat: a WebSocket chat server written by hand (RFC 6455)
 
-Usage: wschat [OPTIONS]
+Usage: wschat [OPTIONS]                  run the chat server
+       wschat connect [--echo] [--origin ORIGIN] ws://HOST:PORT/PATH
+                                        chat from the terminal, as a client
 
 Options:
   --listen ADDR              address and port to listen on [default: 127.0.0.1:8002]
@@ -64,6 +102,12 @@ Options:
   -h, --help                 print this help
   -V, --version              print the name and version
 
+Client options (wschat connect):
+  --echo                     send every message received back, unchanged
+  --origin ORIGIN            send this Origin header, as a browser would
+  Each line of stdin is sent as a text message; each message received is
+  printed as a line. The end of stdin (Ctrl-D) closes with 1000.
+
 Logging: RUST_LOG=info (default), debug (handshakes), trace (every frame).
 ";
 
@@ -76,6 +120,8 @@ pub enum Command {
     Help,
     /// Print the name and version and exit.
     Version,
+    /// Connect to a server as a client.
+    Connect(ClientConfig),
 }
 
 /// A command line that cannot be obeyed, with the reason.
@@ -93,15 +139,13 @@ impl std::error::Error for ArgError {}
 /// Parses the arguments that follow the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgError> {
     let mut config = Config::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("connect") {
+        args.next();
+        return parse_connect(args);
+    }
     while let Some(arg) = args.next() {
-        // Accept both `--flag VALUE` and `--flag=VALUE`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_string(), Some(value.to_string()))
-            }
-            _ => (arg, None),
-        };
+        let (flag, inline) = split_flag(arg);
         let mut value = || {
             inline
                 .clone()
@@ -140,6 +184,111 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
         }
     }
     Ok(Command::Run(config))
+}
+
+/// Both `--flag VALUE` and `--flag=VALUE` are accepted: the flag, and the
+/// value if it came after `=`.
+fn split_flag(arg: String) -> (String, Option<String>) {
+    match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => {
+            (flag.to_string(), Some(value.to_string()))
+        }
+        _ => (arg, None),
+    }
+}
+
+/// `wschat connect [--echo] [--origin ORIGIN] ws://HOST:PORT/PATH`.
+fn parse_connect(args: impl Iterator<Item = String>) -> Result<Command, ArgError> {
+    let mut args = args.peekable();
+    let (mut echo, mut origin, mut url) = (false, None, None);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = split_flag(arg);
+        match flag.as_str() {
+            "--echo" if inline.is_none() => echo = true,
+            "--echo" => return Err(ArgError("--echo takes no value".into())),
+            "--origin" => match inline.or_else(|| args.next()) {
+                Some(value) => origin = Some(value),
+                None => return Err(ArgError("--origin needs a value".into())),
+            },
+            "-h" | "--help" => return Ok(Command::Help),
+            other if other.starts_with('-') => {
+                return Err(ArgError(format!(
+                    "unknown option {other:?} for connect; see wschat --help"
+                )));
+            }
+            _ if url.is_some() => return Err(ArgError("connect takes one URL".into())),
+            _ => url = Some(flag),
+        }
+    }
+    let url =
+        url.ok_or_else(|| ArgError("connect needs a URL, such as ws://127.0.0.1:8002/".into()))?;
+    let (host, port, resource) = parse_ws_url(&url)?;
+    Ok(Command::Connect(ClientConfig {
+        host,
+        port,
+        resource,
+        echo,
+        origin,
+    }))
+}
+
+/// `ws://host[:port][/path][?query]` (RFC 6455 §3) into host, port (80 by
+/// default) and resource (`/` at least). `wss://` needs TLS, which wschat
+/// leaves to a proxy; a fragment (`#...`) "MUST NOT be used" (§3).
+pub fn parse_ws_url(url: &str) -> Result<(String, u16, String), ArgError> {
+    let wrong = |why: &str| ArgError(format!("{url:?}: {why}"));
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| wrong("expected ws://HOST:PORT/PATH"))?;
+    let scheme = url[..scheme_end].to_ascii_lowercase();
+    if scheme == "wss" {
+        return Err(wrong(
+            "wss:// needs TLS, which wschat does not speak; put a TLS proxy in front \
+             (docs/11-deploying.md) and connect to the server itself with ws://",
+        ));
+    }
+    if scheme != "ws" {
+        return Err(wrong("the scheme must be ws://"));
+    }
+    let rest = &url[scheme_end + 3..];
+    if rest.contains('#') {
+        return Err(wrong("a WebSocket URL has no #fragment (RFC 6455 §3)"));
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, resource) = rest.split_at(authority_end);
+    if authority.contains('@') {
+        return Err(wrong(
+            "user names and passwords in the URL are not supported",
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 address: [::1]:8002
+        Some(bracketed) => {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| wrong("no ] after the IPv6 address"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(wrong("no host"));
+    }
+    let port = match port {
+        None => 80,
+        Some(port) => port
+            .parse()
+            .map_err(|_| wrong("the port must be a number from 0 to 65535"))?,
+    };
+    let resource = match resource {
+        "" => "/".to_string(),
+        query if query.starts_with('?') => format!("/{query}"),
+        path => path.to_string(),
+    };
+    Ok((host.to_string(), port, resource))
 }
 
 fn parse_value<T: std::str::FromStr>(flag: &str, text: &str, what: &str) -> Result<T, ArgError> {
@@ -258,6 +407,65 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert!(parse(&["--listen", "localhost"]).is_err());
         assert!(parse(&["--listen", "no.such.host.invalid:80"]).is_err());
+    }
+
+    #[test]
+    fn connect_takes_a_ws_url_and_two_options() {
+        let Ok(Command::Connect(config)) = parse(&[
+            "connect",
+            "--echo",
+            "--origin=http://a.b",
+            "ws://localhost:9001/runCase?case=1",
+        ]) else {
+            panic!("should parse");
+        };
+        assert_eq!(
+            (config.host.as_str(), config.port, config.resource.as_str()),
+            ("localhost", 9001, "/runCase?case=1")
+        );
+        assert!(config.echo);
+        assert_eq!(config.origin.as_deref(), Some("http://a.b"));
+        assert_eq!(config.host_header(), "localhost:9001");
+        assert_eq!(
+            parse_ws_url("WS://[::1]"),
+            Ok(("::1".to_string(), 80, "/".to_string()))
+        );
+        assert_eq!(
+            parse_ws_url("ws://h?x=1"),
+            Ok(("h".to_string(), 80, "/?x=1".to_string()))
+        );
+        let host_header = |url: &str| {
+            let (host, port, resource) = parse_ws_url(url).unwrap();
+            ClientConfig {
+                host,
+                port,
+                resource,
+                echo: false,
+                origin: None,
+            }
+            .host_header()
+        };
+        assert_eq!(host_header("ws://example.com/"), "example.com");
+        assert_eq!(host_header("ws://[::1]:8002/"), "[::1]:8002");
+    }
+
+    #[test]
+    fn connect_refuses_what_it_cannot_do() {
+        for (args, why) in [
+            (&["connect"][..], "needs a URL"),
+            (&["connect", "wss://example.com/"], "TLS"),
+            (&["connect", "http://example.com/"], "ws://"),
+            (&["connect", "ws://example.com/#top"], "fragment"),
+            (&["connect", "ws://:80/"], "no host"),
+            (&["connect", "ws://h:99999/"], "port"),
+            (&["connect", "ws://h/", "ws://g/"], "one URL"),
+            (&["connect", "--echo=1", "ws://h/"], "no value"),
+            (&["connect", "--origin"], "needs a value"),
+            (&["connect", "--listen", "ws://h/"], "unknown option"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.0.contains(why), "{args:?}: {err}");
+        }
     }
 
     #[test]

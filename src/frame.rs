@@ -94,6 +94,26 @@ pub enum Role {
 }
 
 impl Role {
+    /// The arrow a trace line puts before a frame this side received.
+    /// Arrows follow the connection, not the side that prints them: `->`
+    /// is a frame from the client to the server, `<-` one from the server
+    /// to the client. So the client's log and the server's show the same
+    /// line for the same frame.
+    pub fn received_arrow(self) -> &'static str {
+        match self {
+            Role::Server => "->",
+            Role::Client => "<-",
+        }
+    }
+
+    /// The arrow a trace line puts before a frame this side sent.
+    pub fn sent_arrow(self) -> &'static str {
+        match self {
+            Role::Server => "<-",
+            Role::Client => "->",
+        }
+    }
+
     /// Whether the frames this side *receives* must be masked.
     pub fn expects_masked_frames(self) -> bool {
         self == Role::Server

@@ -206,7 +206,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, Refusal> {
 }
 
 /// Whether some `\n` in `bytes` has no `\r` before it.
-fn has_bare_line_feed(bytes: &[u8]) -> bool {
+pub fn has_bare_line_feed(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .enumerate()
@@ -259,7 +259,7 @@ fn request_path(target: &str) -> Result<String, Refusal> {
 }
 
 /// `Name: value` into its two parts (RFC 7230 §3.2).
-fn parse_header_line(line: &str) -> Result<(String, String), Refusal> {
+pub fn parse_header_line(line: &str) -> Result<(String, String), Refusal> {
     let bad = || Refusal::BadHeader(line.chars().take(80).collect());
     let (name, value) = line.split_once(':').ok_or_else(bad)?;
     // RFC 7230 §3.2.4: no whitespace between name and colon, and no

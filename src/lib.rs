@@ -23,9 +23,15 @@
 //!     the client table and `notify`, the broadcast.
 //! 13. [`server`]: the accept loop, a thread per client, the graceful stop.
 //!
-//! Modules 2 to 9 never touch a socket or a clock: they turn bytes into
-//! values and values into bytes, so they can be tested (and stepped through)
-//! with plain byte strings.
+//! Then the other side, `wschat connect`, which reuses modules 3 to 9:
+//!
+//! 14. [`random`]: random bytes from the operating system, for keys (§5.3).
+//! 15. [`client_handshake`]: the opening handshake from the client's side (§4.1).
+//! 16. [`client`]: the client's blocking layer: a socket and stdin.
+//!
+//! Modules 2 to 9 and 15 never touch a socket or a clock: they turn bytes
+//! into values and values into bytes, so they can be tested (and stepped
+//! through) with plain byte strings.
 
 pub mod config;
 
@@ -47,3 +53,9 @@ pub mod connection;
 pub mod chat;
 
 pub mod server;
+
+pub mod random;
+
+pub mod client_handshake;
+
+pub mod client;

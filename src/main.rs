@@ -1,22 +1,30 @@
-//! `wschat`: parse the command line, bind, serve until SIGINT or SIGTERM.
+//! `wschat`: parse the command line, bind, serve until SIGINT or SIGTERM;
+//! or, as `wschat connect`, be a client.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
+use wschat::client;
 use wschat::config::Config;
 use wschat::config::{Command, USAGE, parse_args};
 use wschat::os::{block_stop_signals, raise_open_file_limit};
 use wschat::server::{SPARE_DESCRIPTORS, Server, serve};
 
 fn main() -> ExitCode {
-    // Before any thread starts, so that every thread inherits it (see
-    // src/os.rs): from here on SIGINT and SIGTERM wait for `wait()`.
-    let signals = block_stop_signals();
     // RUST_LOG picks the level; without it, info.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut config = match parse_args(std::env::args().skip(1)) {
+    let config = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
+        Ok(Command::Connect(config)) => {
+            return match client::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wschat: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -30,6 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run_server(config)
+}
+
+/// The server, until SIGINT or SIGTERM.
+fn run_server(mut config: Config) -> ExitCode {
+    // Before any thread starts, so that every thread inherits it (see
+    // src/os.rs): from here on SIGINT and SIGTERM wait for `wait()`.
+    let signals = block_stop_signals();
     fit_open_file_limit(&mut config);
     let listener = match TcpListener::bind(config.listen) {
         Ok(listener) => listener,

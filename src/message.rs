@@ -379,7 +379,12 @@ impl MessageReader {
 
     /// One annotated line per received frame, at `trace` level.
     fn trace(&self, header: &FrameHeader, payload: &[u8]) {
-        log::trace!("{} -> {header} payload={}", self.name, preview(payload));
+        let arrow = self.role.received_arrow();
+        log::trace!(
+            "{} {arrow} {header} payload={}",
+            self.name,
+            preview(payload)
+        );
     }
 }
 

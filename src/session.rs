@@ -236,6 +236,8 @@ pub struct Session {
     ending: Option<Ending>,
     /// Set by [`give_up`](Self::give_up): the connection ends without ceremony.
     given_up: bool,
+    /// Whether the peer's close frame has arrived.
+    close_received: bool,
 }
 
 impl Session {
@@ -264,12 +266,19 @@ impl Session {
             close_deadline: None,
             ending: None,
             given_up: false,
+            close_received: false,
         }
     }
 
     /// The connection's state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Whether the peer's close frame has arrived: with ours sent, the
+    /// closing handshake is complete (§7.1.3).
+    pub fn close_received(&self) -> bool {
+        self.close_received
     }
 
     /// Why the connection ended (or is ending), once it has a reason.
@@ -296,11 +305,9 @@ impl Session {
             used = bytes.len() - events.rest().len();
             match event {
                 None => return (used, None),
-                Some(Ok(Event::Message(message))) if self.state == State::Open => {
-                    return (used, Some(message));
-                }
-                // While closing, data is read only to find the close reply.
-                Some(Ok(Event::Message(_))) => {}
+                // Also while closing: the peer sent it before it saw our
+                // close, and §5.5.1 forbids only *sending* data after one.
+                Some(Ok(Event::Message(message))) => return (used, Some(message)),
                 Some(Ok(Event::Ping(payload))) => self.receive_ping(payload),
                 Some(Ok(Event::Pong(payload))) => self.receive_pong(&payload),
                 Some(Ok(Event::Close(frame))) => self.receive_close(frame),
@@ -322,7 +329,7 @@ impl Session {
         let pong = self.frame(OpCode::Pong, payload);
         match self.waiting_pong {
             Some(i) if self.queued_cost + pong.cost() > self.settings.max_queued => {
-                trace(&self.name, &pong);
+                trace(&self.name, self.role, &pong);
                 self.queued_cost = self.queued_cost - self.queue[i].cost() + pong.cost();
                 self.queue[i] = pong;
             }
@@ -347,6 +354,7 @@ impl Session {
 
     /// §5.5.1: a close frame is answered with one, unless it answers ours.
     fn receive_close(&mut self, frame: Option<CloseFrame>) {
+        self.close_received = true;
         if self.state == State::Open {
             self.push_frame(OpCode::Close, reply_payload(&frame));
             self.end(Ending::ClosedByPeer(frame));
@@ -496,7 +504,7 @@ impl Session {
             self.give_up(format!("too slow: over {max} bytes waiting to be sent"));
             return;
         }
-        trace(&self.name, &outgoing);
+        trace(&self.name, self.role, &outgoing);
         self.queued_cost += cost;
         self.queue.push_back(outgoing);
     }
@@ -539,7 +547,7 @@ impl Session {
 
 /// One `trace` line for a frame queued for `name`, in the same format as
 /// the frames received.
-fn trace(name: &str, frame: &OutgoingFrame) {
+fn trace(name: &str, role: Role, frame: &OutgoingFrame) {
     if !log::log_enabled!(log::Level::Trace) {
         return;
     }
@@ -553,7 +561,8 @@ fn trace(name: &str, frame: &OutgoingFrame) {
     if let Some(key) = header.mask {
         apply_mask(&mut payload, key, 0);
     }
-    log::trace!("{name} <- {header} payload={}", preview(&payload));
+    let arrow = role.sent_arrow();
+    log::trace!("{name} {arrow} {header} payload={}", preview(&payload));
 }
 
 #[cfg(test)]
@@ -928,7 +937,7 @@ mod tests {
     }
 
     #[test]
-    fn our_close_waits_for_the_reply_and_ignores_data_meanwhile() {
+    fn our_close_waits_for_the_reply_and_still_delivers_data_meanwhile() {
         let start = Instant::now();
         let mut session = server_with(settings(), start);
         session.close(code::GOING_AWAY, "server stopping", start);
@@ -937,10 +946,18 @@ mod tests {
         let sent_close = frames(&sent(&mut session));
         assert_eq!(sent_close[0].0, CLOSE);
         assert_eq!(&sent_close[0].1[..2], &1001u16.to_be_bytes());
-        // Data and pings that cross our close are read past, not answered.
+        // Data that crosses our close is still delivered (it was sent
+        // first); a ping is not answered: nothing is sent after our close.
         let input = [client_frame(TEXT, b"crossing"), client_frame(PING, b"x")].concat();
-        assert!(receive(&mut session, &input).is_empty());
+        assert_eq!(
+            receive(&mut session, &input),
+            vec![Message::Text("crossing".into())]
+        );
         assert!(!session.has_outgoing());
+        assert!(matches!(
+            session.send_message(Message::Text("no".into())),
+            Err(NotSent::NotOpen)
+        ));
         // The reply completes the handshake; it is not answered again.
         receive(&mut session, &client_frame(CLOSE, &1001u16.to_be_bytes()));
         assert_eq!(session.state(), State::Closed);

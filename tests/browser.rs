@@ -497,6 +497,23 @@ fn two_tabs_chat() {
         json!("")
     );
 
+    // A third tab joins with the handler of chapter 9, section 5, which
+    // pastes each message into the page as HTML (written here for the
+    // test, in the style of the seed tutorials' pages).
+    let naive = browser.open(&format!("http://{}/", server.addr));
+    browser.wait_status(&naive, "OPEN");
+    browser.eval(
+        &naive,
+        "(() => { \
+           window.alerted = false; window.alert = () => { window.alerted = true; }; \
+           const box = document.createElement('div'); document.body.appendChild(box); \
+           const pasting = new WebSocket(location.href.replace('http', 'ws')); \
+           pasting.onmessage = (message) => \
+               box.insertAdjacentHTML('beforeend', '<p>' + message.data + '</p>'); \
+           return new Promise((resolve) => { pasting.onopen = () => resolve(true); }); \
+         })()",
+    );
+
     // Tab B sends markup with the Send button; both tabs show the characters,
     // with B's own id, and no <img> element appears.
     let markup = "<img src=x onerror=alert(1)>";
@@ -512,7 +529,12 @@ fn two_tabs_chat() {
         server.wait_for_log(id_b),
         "{id_b} is not a client the server knows"
     );
-    thread::sleep(Duration::from_millis(200)); // time for a (wrong) onerror to fire
+    // The pasting tab ran the sender's script; the chat page's did not.
+    browser.wait_for(
+        &naive,
+        "the pasted <img>'s onerror to run",
+        "window.alerted",
+    );
     for tab in [&a, &b] {
         assert_eq!(browser.eval(tab, "window.alerted"), json!(false));
     }

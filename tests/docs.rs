@@ -11,6 +11,7 @@
 //! `WSCHAT_BLESS=1 cargo test --test docs` and read the diff.
 
 mod common;
+mod mistakes;
 
 use common::*;
 use std::collections::HashMap;
@@ -41,7 +42,7 @@ fn doc_files() -> Vec<PathBuf> {
 /// All Rust source under src/ and tests/ (the docs name tests too), as one string.
 fn all_source() -> String {
     let mut text = String::new();
-    for dir in ["src", "tests", "tests/common"] {
+    for dir in ["src", "tests", "tests/common", "tests/mistakes"] {
         for entry in fs::read_dir(root().join(dir)).unwrap().flatten() {
             if entry.path().extension().is_some_and(|x| x == "rs") {
                 text.push_str(&fs::read_to_string(entry.path()).unwrap());
@@ -67,6 +68,21 @@ fn inline_spans(markdown: &str) -> Vec<String> {
         spans.extend(parts.iter().skip(1).step_by(2).map(|s| s.to_string()));
     }
     spans
+}
+
+/// The lines of `markdown` that are not inside fenced code blocks.
+fn outside_code_blocks(markdown: &str) -> String {
+    let mut fenced = false;
+    let mut text = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -103,6 +119,17 @@ fn every_source_path_and_function_the_docs_name_exists() {
             if !is_identifier(function) || call.contains('.') {
                 continue;
             }
+            // `Type::name()`: the type must exist too (a renamed type
+            // leaves its methods' names behind).
+            if let Some((owner, _)) = call.rsplit_once("::") {
+                let owner = owner.rsplit("::").next().unwrap_or(owner);
+                let defined = ["struct", "enum", "trait", "mod", "type"]
+                    .iter()
+                    .any(|kind| source.contains(&format!("{kind} {owner}")));
+                if is_identifier(owner) && !defined && !page.contains(owner) {
+                    missing.push(format!("{name}: `{span}` (no {owner})"));
+                }
+            }
             let in_rust = source.contains(&format!("fn {function}("))
                 || source.contains(&format!("fn {function}<"));
             let in_page = page.contains(&format!("function {function}("));
@@ -116,6 +143,39 @@ fn every_source_path_and_function_the_docs_name_exists() {
         "the docs name things that do not exist:\n{}",
         missing.join("\n")
     );
+}
+
+/// Every link into the glossary, `glossary.md#term`, has its `<a id="term">`,
+/// and every link to a chapter names a file that exists.
+#[test]
+fn every_link_between_the_docs_leads_somewhere() {
+    let glossary = fs::read_to_string(root().join("docs/glossary.md")).unwrap();
+    let mut broken = Vec::new();
+    for file in doc_files() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = outside_code_blocks(&fs::read_to_string(&file).unwrap());
+        for (i, _) in text.match_indices("](") {
+            let target: String = text[i + 2..].chars().take_while(|c| *c != ')').collect();
+            if target.contains("://") || target.starts_with('#') || target.starts_with('<') {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let base = if name == "README.md" {
+                root()
+            } else {
+                root().join("docs")
+            };
+            if !base.join(path).exists() {
+                broken.push(format!("{name}: ({target}): no such file"));
+            } else if path.ends_with("glossary.md")
+                && !anchor.is_empty()
+                && !glossary.contains(&format!("<a id=\"{anchor}\">"))
+            {
+                broken.push(format!("{name}: ({target}): no such term in the glossary"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +215,8 @@ fn check_frame_line(frame: &str) -> Result<(), String> {
         mask,
         payload_len: field("payload_len=")?.parse().map_err(|_| "payload_len")?,
     };
+    // Samples show a client's random masking keys as `????????`.
+    let header_text = header_text.replace("key=????????", "key=00000000");
     if header.to_string() != header_text {
         return Err(format!("wschat would print {header}"));
     }
@@ -182,6 +244,21 @@ fn check_log_message(target: &str, message: &str) -> Result<(), String> {
             Ok(())
         } else {
             Err("not a start-up line".into())
+        };
+    }
+    if target == "wschat::client" {
+        let known = [
+            "request \"GET ",
+            "response ",
+            "connected to ws://",
+            "closed with ",
+            "closed by the server ",
+            "the server did not close TCP",
+        ];
+        return if known.iter().any(|k| message.starts_with(k)) {
+            Ok(())
+        } else {
+            Err("no such line in src/client.rs".into())
         };
     }
     let (id, rest) = message.split_at(message.find([' ', ':']).ok_or("no client id")?);
@@ -296,16 +373,28 @@ fn normalize(lines: &[String]) -> String {
 /// Waits for `needle` in the server's log, then returns the log, normalized,
 /// keeping only lines that mention `keep`.
 fn log_after(server: &ServerProcess, needle: &str, keep: &[&str]) -> String {
+    normalize(&raw_log_after(server, needle, keep))
+}
+
+/// [`log_after`] without the normalizing, to add to other lines first.
+fn raw_log_after(server: &ServerProcess, needle: &str, keep: &[&str]) -> Vec<String> {
     if !server.wait_for_log(needle) {
         let lines = server.log_lines();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         panic!("no {needle:?} in the log; it ends with:\n{tail}");
     }
-    let lines: Vec<String> = server
+    server
         .log_lines()
         .into_iter()
         .filter(|l| keep.iter().any(|k| l.contains(k)))
-        .collect();
+        .collect()
+}
+
+/// A program's output and then some of the log, normalized together, so
+/// that a client has the same name in both.
+fn with_log(output: String, server: &ServerProcess, needle: &str, keep: &[&str]) -> String {
+    let mut lines: Vec<String> = output.lines().map(str::to_string).collect();
+    lines.extend(raw_log_after(server, needle, keep));
     normalize(&lines)
 }
 
@@ -437,23 +526,62 @@ fn sample_mask_table() -> String {
     out
 }
 
+/// The bytes of chapter 10's bash session: every `printf '...' >&3` line
+/// of the chapter, with its `\r`, `\n` and `\xNN` escapes decoded.
+fn chapter_10_bash_bytes() -> Vec<u8> {
+    let chapter = fs::read_to_string(root().join("docs/10-watching-and-stepping.md")).unwrap();
+    let mut bytes = Vec::new();
+    for line in chapter.lines() {
+        let Some(quoted) = line
+            .strip_prefix("printf '")
+            .and_then(|l| l.strip_suffix("' >&3"))
+        else {
+            continue;
+        };
+        let mut rest = quoted;
+        while let Some(c) = rest.chars().next() {
+            if let Some(hex) = rest.strip_prefix("\\x") {
+                bytes.push(u8::from_str_radix(&hex[..2], 16).expect("\\xNN"));
+                rest = &hex[2..];
+            } else if let Some(after) = rest.strip_prefix("\\r") {
+                bytes.push(b'\r');
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("\\n") {
+                bytes.push(b'\n');
+                rest = after;
+            } else {
+                bytes.extend(c.to_string().as_bytes());
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    bytes
+}
+
+/// Chapter 10's bash session, sent as its `printf` lines say.
 fn sample_echo_trace() -> String {
     let server = ServerProcess::start_traced(&["--echo"]);
-    let mut stream = raw_client(server.addr);
-    // §5.7's example frame, a ping, then a close.
-    stream.write_all(&masked(TEXT, KEY, b"Hello")).unwrap();
-    read_frame(&mut stream).unwrap();
-    stream
-        .write_all(&masked(PING, [1, 2, 3, 4], b"are you there?"))
-        .unwrap();
-    read_frame(&mut stream).unwrap();
-    stream
-        .write_all(&masked(CLOSE, [5, 6, 7, 8], b"\x03\xe8bye"))
-        .unwrap();
+    let mut stream = connect(server.addr);
+    let bytes = chapter_10_bash_bytes();
+    // The request, §5.7's masked "Hello", a ping, then a close with "bye".
+    let mut expected = BASH_REQUEST.as_bytes().to_vec();
+    expected.extend(masked(TEXT, KEY, b"Hello"));
+    expected.extend(masked(PING, [1, 2, 3, 4], b"are you there?"));
+    expected.extend(masked(CLOSE, [5, 6, 7, 8], b"\x03\xe8bye"));
+    assert_eq!(bytes, expected, "chapter 10's printf lines");
+    stream.write_all(&bytes).unwrap();
+    let (head, _) = read_http_response(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     expect_close(&mut stream);
     drop(stream);
-    log_after(&server, "disconnected", &["->", "<-", "connected"])
+    // Every line the server printed, the start-up line included.
+    log_after(&server, "disconnected", &[""])
 }
+
+/// The request of chapter 10's bash session (and chapter 2's).
+const BASH_REQUEST: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
 
 fn sample_fragments_trace() -> String {
     let server = ServerProcess::start_traced(&["--echo"]);
@@ -637,6 +765,190 @@ fn sample_refusals() -> String {
     )
 }
 
+fn sample_mistake_one_read() -> String {
+    let server = ServerProcess::start(&[]);
+    with_log(mistakes::one_read_as_one_frame(&server), &server, "", &[])
+}
+
+fn sample_mistake_length_byte() -> String {
+    let server = ServerProcess::start(&["--echo"]);
+    mistakes::length_in_one_byte(&server)
+}
+
+fn sample_mistake_no_close() -> String {
+    let server = ServerProcess::start(&[]);
+    let output = mistakes::loop_without_close(&server);
+    with_log(output, &server, "closed by client", &["closed by client"])
+}
+
+fn sample_mistake_no_validation() -> String {
+    let server = ServerProcess::start(&[]);
+    let output = mistakes::unchecked_handshakes(&server);
+    with_log(output, &server, "refused: 404", &["refused"])
+}
+
+fn sample_mistake_early_join() -> String {
+    let server = ServerProcess::start(&[]);
+    with_log(
+        mistakes::joined_before_the_handshake(&server),
+        &server,
+        "",
+        &[],
+    )
+}
+
+fn sample_client_request() -> String {
+    let request = wschat::client_handshake::client_request("127.0.0.1:8002", "/", SAMPLE_KEY, None);
+    String::from_utf8(request)
+        .unwrap()
+        .replace("\r\n", "\\r\\n\n")
+}
+
+/// `wschat connect` with `RUST_LOG` set to `log`, `input` on its stdin
+/// line by line, each after the previous one's answer; then stdin ends,
+/// unless `input` is empty: then stdin stays open, and the server must end
+/// the connection. Returns the exit status, stdout and stderr.
+fn run_client(url: &str, log: &str, input: &[&str]) -> (i32, String, Vec<String>) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
+        .args(["connect", url])
+        .env("RUST_LOG", log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    for line in input {
+        writeln!(stdin, "{line}").unwrap();
+        std::io::BufRead::read_line(&mut stdout, &mut printed).unwrap();
+    }
+    let open_stdin = input.is_empty().then_some(stdin);
+    stdout.read_to_string(&mut printed).unwrap();
+    let output = child.wait_with_output().unwrap();
+    drop(open_stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (output.status.code().unwrap_or(-1), printed, stderr)
+}
+
+/// Random values made fixed: masking keys, the handshake's key and accept.
+fn hide_random(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("key=") {
+        out.push_str(&rest[..i + 4]);
+        let hex_len = rest[i + 4..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        out.push_str(if hex_len == 8 { "????????" } else { "" });
+        rest = &rest[i + 4 + if hex_len == 8 { 8 } else { 0 }..];
+    }
+    out.push_str(rest);
+    let mut out = out;
+    for name in ["Sec-WebSocket-Key", "Sec-WebSocket-Accept"] {
+        for (sep, end) in [(": ", "\\r"), ("\", \"", "\"")] {
+            let start = format!("{name}{sep}");
+            if let Some(i) = out.find(&start) {
+                let from = i + start.len();
+                if let Some(len) = out[from..].find(end) {
+                    out.replace_range(from..from + len, "(random)");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn sample_client_both_ends() -> String {
+    let server = ServerProcess::start_traced(&["--echo"]);
+    let url = format!("ws://{}/", server.addr);
+    let (status, printed, stderr) = run_client(&url, "trace", &["Hello"]);
+    assert_eq!(status, 0, "{stderr:?}");
+    assert!(server.wait_for_log("disconnected"));
+    let client: Vec<String> = stderr.iter().map(|l| hide_random(l)).collect();
+    let server_log: Vec<String> = server
+        .log_lines()
+        .iter()
+        .filter(|l| !l.contains("listening"))
+        .map(|l| hide_random(l))
+        .collect();
+    let mut lines =
+        vec!["--- the client: RUST_LOG=trace wschat connect ws://127.0.0.1:8002/ ---".to_string()];
+    lines.extend(client);
+    lines.push(format!("(stdout: {:?})", printed));
+    lines.push("--- the server: RUST_LOG=trace wschat --echo ---".to_string());
+    lines.extend(server_log);
+    normalize(&lines)
+}
+
+fn sample_client_refusals() -> String {
+    type Answer = fn(&mut TcpStream, &str);
+    let cases: [(&str, Answer); 9] = [
+        ("200 OK instead of 101", |s, _| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+        }),
+        ("no Upgrade header", |s, key| {
+            let answer = switching(key, "").replace("Upgrade: websocket\r\n", "");
+            s.write_all(answer.as_bytes()).unwrap()
+        }),
+        ("no Connection header", |s, key| {
+            let answer = switching(key, "").replace("Connection: Upgrade\r\n", "");
+            s.write_all(answer.as_bytes()).unwrap()
+        }),
+        ("the accept value of another key", |s, _| {
+            s.write_all(switching(SAMPLE_KEY, "").as_bytes()).unwrap()
+        }),
+        ("an extension nobody asked for", |s, key| {
+            let answer = switching(key, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+            s.write_all(answer.as_bytes()).unwrap()
+        }),
+        ("a subprotocol not offered", |s, key| {
+            let answer = switching(key, "Sec-WebSocket-Protocol: superchat\r\n");
+            s.write_all(answer.as_bytes()).unwrap()
+        }),
+        ("a masked frame after a good 101", |s, key| {
+            s.write_all(switching(key, "").as_bytes()).unwrap();
+            s.write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+                .unwrap();
+        }),
+        ("a close frame without a code, then TCP closed", |s, key| {
+            s.write_all(switching(key, "").as_bytes()).unwrap();
+            s.write_all(&[0x88, 0x00]).unwrap();
+            let mut reply = [0u8; 6];
+            s.read_exact(&mut reply).unwrap();
+        }),
+        ("TCP closed without a close frame", |s, key| {
+            s.write_all(switching(key, "").as_bytes()).unwrap();
+        }),
+    ];
+    let mut out = String::new();
+    for (what, answer) in cases {
+        let (addr, server) = raw_server(move |mut stream, key| {
+            answer(&mut stream, &key);
+            thread_sleep_ms(300);
+        });
+        let (status, _, stderr) = run_client(&format!("ws://{addr}/"), "off", &[]);
+        server.join().unwrap();
+        out.push_str(&format!("the server sends {what}\n  exit {status}"));
+        for line in stderr {
+            out.push_str(&format!(": {line}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn thread_sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 /// A sample's name and the function that produces it.
 type Sample = (&'static str, fn() -> String);
 
@@ -655,6 +967,14 @@ fn samples() -> Vec<Sample> {
         ("help", sample_help),
         ("room-log", sample_room_log),
         ("refusals", sample_refusals),
+        ("mistake-one-read", sample_mistake_one_read),
+        ("mistake-length-byte", sample_mistake_length_byte),
+        ("mistake-no-close", sample_mistake_no_close),
+        ("mistake-no-validation", sample_mistake_no_validation),
+        ("mistake-early-join", sample_mistake_early_join),
+        ("client-request", sample_client_request),
+        ("client-both-ends", sample_client_both_ends),
+        ("client-refusals", sample_client_refusals),
     ]
 }
 

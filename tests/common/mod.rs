@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -364,4 +364,57 @@ pub fn expect_tcp_closed(stream: &mut TcpStream) {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("expected the connection closed, got {e}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Servers written by hand, to test the client (`wschat connect`).
+// ---------------------------------------------------------------------------
+
+/// A server written by hand for one test: it reads the request, hands the
+/// socket and the client's key to `answer`, and returns what `answer`
+/// returns.
+pub fn raw_server<T: Send + 'static>(
+    answer: impl FnOnce(TcpStream, String) -> T + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key")
+            .to_string();
+        answer(stream, key)
+    });
+    (addr, handle)
+}
+
+/// A correct 101 for `key`, with `extra` header lines.
+pub fn switching(key: &str, extra: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+        accept_for(key)
+    )
+}
+
+/// RFC 6455 §4.2.2's accept value for `key`, computed here from the RFC
+/// rather than by the code under test.
+pub fn accept_for(key: &str) -> String {
+    use base64::Engine;
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
