@@ -159,8 +159,7 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
     let mut socket = socket.ok_or_else(|| connect_error(last_error))?;
     let setup = socket
         .set_nodelay(true)
-        .and(socket.set_write_timeout(Some(WRITE_TIMEOUT)))
-        .and(socket.set_read_timeout(Some(CONNECT_TIMEOUT)));
+        .and(socket.set_write_timeout(Some(WRITE_TIMEOUT)));
     setup.map_err(connect_error)?;
 
     // §4.1: "a randomly selected 16-byte value", from the OS.
@@ -177,6 +176,9 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
     log::debug!("request {:?}", String::from_utf8_lossy(&request));
     socket.write_all(&request).map_err(connect_error)?;
 
+    // The whole answer within CONNECT_TIMEOUT: a server that trickles a
+    // byte at a time does not keep the client waiting longer than that.
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -196,7 +198,7 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
                 );
                 return Ok((socket, received[used..].to_vec()));
             }
-            Parse::Partial => match socket.read(&mut buf) {
+            Parse::Partial => match read_before(&mut socket, &mut buf, deadline) {
                 Ok(0) => {
                     return Err(ClientError::Handshake(HandshakeFailure::Malformed(
                         "the server closed the connection before its answer ended".into(),
@@ -348,6 +350,25 @@ fn read_line(input: &mut impl BufRead, max: usize) -> Line {
     match String::from_utf8(line) {
         Ok(text) => Line::Text(text),
         Err(_) => Line::Skipped("not UTF-8 (a text message must be, §5.6)".into()),
+    }
+}
+
+/// One read that ends by `deadline` at the latest.
+fn read_before(socket: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let too_late = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no complete answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(too_late());
+    }
+    socket.set_read_timeout(Some(left))?;
+    match socket.read(buf) {
+        Err(e) if is_timeout(&e) => Err(too_late()),
+        other => other,
     }
 }
 

@@ -63,9 +63,14 @@ impl ClientProcess {
     }
 
     /// Waits for the client to exit; its status and everything on stderr.
-    fn wait(mut self) -> (ExitStatus, String) {
+    fn wait(self) -> (ExitStatus, String) {
+        self.wait_up_to(WAIT)
+    }
+
+    /// [`wait`](Self::wait), for at most `limit`.
+    fn wait_up_to(mut self, limit: Duration) -> (ExitStatus, String) {
         self.close_stdin();
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 break status;
@@ -465,4 +470,53 @@ fn usage_errors_exit_2_and_connection_errors_exit_1() {
     let (code, stderr) = run(&[&format!("ws://127.0.0.1:{port}/")]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
+fn a_server_that_never_answers_our_close_is_a_failure() {
+    let (addr, server) = raw_server(|mut stream, key| {
+        stream.write_all(switching(&key, "").as_bytes()).unwrap();
+        let close = read_client_frame(&mut stream);
+        // No close frame back; TCP stays open until the client gives up.
+        let mut buf = [0u8; 16];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        (close.0, n)
+    });
+    let started = Instant::now();
+    let client = ClientProcess::start(&[&format!("ws://{addr}/")]);
+    let (status, stderr) = client.wait();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not answer our close within 2 s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(server.join().unwrap(), (0x88, 0));
+}
+
+#[test]
+fn an_answer_trickled_a_byte_at_a_time_is_given_up_on() {
+    let (addr, server) = raw_server(|mut stream, _| {
+        // A byte every 300 ms, forever: each read succeeds, the answer
+        // never ends.
+        for byte in b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let started = Instant::now();
+    let client = ClientProcess::start(&[&format!("ws://{addr}/")]);
+    let (status, stderr) = client.wait_up_to(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no complete answer within 10 s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(13));
+    server.join().unwrap();
 }
