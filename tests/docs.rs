@@ -850,7 +850,6 @@ fn hide_random(line: &str) -> String {
         rest = &rest[i + 4 + if hex_len == 8 { 8 } else { 0 }..];
     }
     out.push_str(rest);
-    let mut out = out;
     for name in ["Sec-WebSocket-Key", "Sec-WebSocket-Accept"] {
         for (sep, end) in [(": ", "\\r"), ("\", \"", "\"")] {
             let start = format!("{name}{sep}");
