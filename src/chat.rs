@@ -15,19 +15,24 @@
 //! - A client may have at most [`max_queued`] bytes waiting to be sent to
 //!   it; past that it is too slow, and is dropped.
 //!
-//! A broadcast never waits for anyone: [`notify`] copies the list of
+//! - With `--redis`, the room is shared with every wschat on that Redis:
+//!   a message goes to Redis first, and comes back to be delivered here,
+//!   in the one order Redis gives all of them ([`crate::broker`]).
+//!
+//! A broadcast never waits for anyone: [`deliver`] copies the list of
 //! clients while holding the table's lock, lets go of the lock, and queues
-//! the frame for each client ([`Connection::send_shared`]). Each client's
-//! own writer thread sends it.
+//! the frame for each client ([`Connection::send_shared`]), which sends it
+//! without waiting, or hands it to a writer thread of the client's own.
 
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, flush_queued};
 use crate::frame::OpCode;
 use crate::message::Message;
 use crate::session::OutgoingFrame;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The name a client is known by: `ID` and the port of its address.
 pub fn client_name(addr: SocketAddr) -> String {
@@ -53,12 +58,14 @@ pub fn chat_line(sender: &str, text: &str) -> String {
 /// connections to one listener share an address.
 pub type ClientTable = Arc<Mutex<HashMap<SocketAddr, Arc<Connection>>>>;
 
-/// The chat room: the client table, and whether this is an echo server.
+/// The chat room: the client table, whether this is an echo server, and
+/// the Redis broker if the room is shared with other processes.
 #[derive(Debug)]
 pub struct Chat {
     /// Echo mode: every message goes back to its sender only.
     pub echo: bool,
     clients: ClientTable,
+    broker: OnceLock<Arc<Broker>>,
 }
 
 impl Chat {
@@ -67,7 +74,31 @@ impl Chat {
         Chat {
             echo,
             clients: Arc::new(Mutex::new(HashMap::new())),
+            broker: OnceLock::new(),
         }
+    }
+
+    /// Shares the room through Redis at `url` (`--redis`): connects, and
+    /// from then on every message goes through it. Fails if Redis cannot
+    /// be used now.
+    pub fn share_through_redis(
+        &self,
+        url: &str,
+        max_message: usize,
+    ) -> Result<(), crate::broker::BrokerError> {
+        let table = Arc::clone(&self.clients);
+        let broker = Broker::start(
+            url,
+            max_message,
+            Box::new(move |opcode, payload| {
+                deliver(&table, opcode, payload);
+                // The Redis thread is no client's reader: it sends what it
+                // queued itself.
+                flush_queued();
+            }),
+        )?;
+        let _ = self.broker.set(broker);
+        Ok(())
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Connection>>> {
@@ -93,10 +124,14 @@ impl Chat {
         self.table().values().cloned().collect()
     }
 
-    /// What happens when `sender` sends `message`: echo or broadcast.
+    /// What happens when `sender` sends `message`: echo, or broadcast
+    /// (through Redis, if the room is shared).
     pub fn on_message(&self, sender: &Arc<Connection>, message: Message) {
         if self.echo {
             let _ = sender.send_message(message);
+        } else if let Some(broker) = self.broker.get() {
+            let (opcode, payload) = chat_frame(&sender.name, message);
+            broker.publish(opcode, payload);
         } else {
             notify(&self.clients, &sender.name, message);
         }
@@ -138,7 +173,12 @@ pub fn chat_frame(sender: &str, message: Message) -> (OpCode, Vec<u8>) {
 /// affected, and nobody waits.
 pub fn notify(table: &ClientTable, sender: &str, message: Message) {
     let (opcode, payload) = chat_frame(sender, message);
-    let frame = OutgoingFrame::server(opcode, &payload);
+    deliver(table, opcode, &payload);
+}
+
+/// Queues one frame for every client in `table`, without waiting for any.
+pub fn deliver(table: &ClientTable, opcode: OpCode, payload: &[u8]) {
+    let frame = OutgoingFrame::server(opcode, payload);
     let clients: Vec<Arc<Connection>> = lock(table).values().cloned().collect();
     for client in clients {
         if let Err(e) = client.send_shared(&frame) {

@@ -26,6 +26,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// The most memory all clients' unfinished messages may hold together.
     pub max_buffered: usize,
+    /// `redis://HOST:PORT`: share the room with every wschat on that Redis.
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_buffered: 256 << 20,
+            redis: None,
         }
     }
 }
@@ -99,6 +102,7 @@ Options:
   --write-timeout SECS       drop a client whose writes block this long [default: 10]
   --max-buffered BYTES       memory for all unfinished incoming messages together;
                              a frame past it gets close 1013 [default: 268435456]
+  --redis URL                redis://HOST:PORT: one room with every wschat on that Redis
   -h, --help                 print this help
   -V, --version              print the name and version
 
@@ -176,6 +180,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
             "--handshake-timeout" => config.handshake_timeout = parse_seconds(&flag, &value()?)?,
             "--write-timeout" => config.write_timeout = parse_seconds(&flag, &value()?)?,
             "--max-buffered" => config.max_buffered = parse_positive(&flag, &value()?)?,
+            "--redis" => config.redis = Some(value()?),
             other => {
                 return Err(ArgError(format!(
                     "unknown option {other:?}; see wschat --help"

@@ -364,7 +364,9 @@ impl Connection {
 
 /// Sends everything this thread has queued since it last called this, to
 /// every client, without waiting for any of them ([`Connection::flush`]).
-fn flush_queued() {
+/// A reader calls it after each read; a thread that is not a reader and
+/// queues frames (the Redis subscriber) calls it after each delivery.
+pub fn flush_queued() {
     let queued = QUEUED.with(|queued| std::mem::take(&mut *queued.borrow_mut()));
     for connection in queued {
         connection.flush();

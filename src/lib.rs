@@ -19,19 +19,23 @@
 //!     few lines of FFI to the C library.
 //! 11. [`connection`]: the blocking layer: a reader and a writer thread that
 //!     move bytes between a socket and a session.
-//! 12. [`chat`]: the chat's policy: names, the line format, echo or chat,
+//! 12. [`resp`]: the Redis protocol, for sharing one room among many
+//!     processes (`--redis`).
+//! 13. [`broker`]: publish and subscribe through Redis, and serving alone
+//!     while Redis is away.
+//! 14. [`chat`]: the chat's policy: names, the line format, echo or chat,
 //!     the client table and `notify`, the broadcast.
-//! 13. [`server`]: the accept loop, a thread per client, the graceful stop.
+//! 15. [`server`]: the accept loop, a thread per client, the graceful stop.
 //!
 //! Then the other side, `wschat connect`, which reuses modules 3 to 9:
 //!
-//! 14. [`random`]: random bytes from the operating system, for keys (§5.3).
-//! 15. [`client_handshake`]: the opening handshake from the client's side (§4.1).
-//! 16. [`client`]: the client's blocking layer: a socket and stdin.
+//! 16. [`random`]: random bytes from the operating system, for keys (§5.3).
+//! 17. [`client_handshake`]: the opening handshake from the client's side (§4.1).
+//! 18. [`client`]: the client's blocking layer: a socket and stdin.
 //!
-//! Modules 2 to 9 and 15 never touch a socket or a clock: they turn bytes
-//! into values and values into bytes, so they can be tested (and stepped
-//! through) with plain byte strings.
+//! Modules 2 to 9, 12 and 17 never touch a socket or a clock: they turn
+//! bytes into values and values into bytes, so they can be tested (and
+//! stepped through) with plain byte strings.
 
 pub mod config;
 
@@ -49,6 +53,10 @@ pub mod session;
 pub mod os;
 
 pub mod connection;
+
+pub mod resp;
+
+pub mod broker;
 
 pub mod chat;
 

@@ -55,7 +55,19 @@ fn run_server(mut config: Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let redis = config.redis.clone();
+    let max_message = config.max_message;
     let server = Arc::new(Server::new(config));
+    match redis {
+        Some(_) if server.config.echo => log::info!("--echo ignores --redis"),
+        Some(url) => {
+            if let Err(e) = server.chat.share_through_redis(&url, max_message) {
+                eprintln!("wschat: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None => {}
+    }
     let signals = match signals {
         Ok(signals) => signals,
         Err(e) => {

@@ -418,3 +418,125 @@ pub fn accept_for(key: &str) -> String {
     sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
     base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
+
+// ---------------------------------------------------------------------------
+// A real Redis, for `--redis`.
+// ---------------------------------------------------------------------------
+
+/// A `redis-server` of the test's own, on a free port, with persistence
+/// off; killed by its PID when dropped.
+pub struct RedisProcess {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl RedisProcess {
+    /// Starts one, or says SKIPPED (and fails under CI) if there is no
+    /// `redis-server` on this machine. `extra` are more `redis-server`
+    /// options, such as `["--client-output-buffer-limit", "pubsub 1mb 0 0"]`.
+    pub fn start(test: &str, extra: &[&str]) -> Option<RedisProcess> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            skip(
+                test,
+                "no redis-server on PATH; `apt-get install redis-server` runs it",
+            );
+            return None;
+        }
+        let port = own_port();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut redis = RedisProcess {
+            child: None,
+            port,
+            args,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it at once (SIGKILL): Redis gone, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut reply = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on now (bound, then freed).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A free port that the OS will not hand to anyone else while it is free
+/// again: below Linux's ephemeral range (32768 and up), and different for
+/// every call in this test process. A test that kills its Redis and starts
+/// it again on the same port must not find another test's Redis there.
+pub fn own_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 20;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
