@@ -31,6 +31,7 @@
 //! keeps no history. That is the honest trade of a broker without storage,
 //! and chapter 14 says why it is the right one for a chat.
 
+use crate::connection::flush_queued;
 use crate::frame::OpCode;
 use crate::handshake::Parse;
 use crate::resp::{Limits, Value, as_message, encode_command, parse_value};
@@ -67,6 +68,8 @@ pub const BACK_OFF: [Duration; 4] = [
 ];
 
 /// Where the messages go: the chat's delivery to this process's clients.
+/// It queues a frame for each; the broker sends what it queued
+/// ([`flush_queued`]) after each batch.
 pub type Deliver = Box<dyn Fn(OpCode, &[u8]) + Send + Sync>;
 
 /// Why Redis cannot be used.
@@ -367,17 +370,25 @@ impl Broker {
         let mut chunk = vec![0u8; 64 * 1024];
         let mut pinged = false;
         loop {
-            // Deliver every whole push in the buffer.
-            loop {
-                match parse_value(&buffer, &self.limits) {
+            // Deliver every whole push in the buffer, then send them to
+            // the clients together: one system call per client for all the
+            // messages of one read, as a client's reader does.
+            let mut start = 0;
+            let broke = loop {
+                match parse_value(&buffer[start..], &self.limits) {
                     Ok(Parse::Complete(value, used)) => {
-                        buffer.drain(..used);
+                        start += used;
                         pinged = false;
                         self.receive(&value);
                     }
-                    Ok(Parse::Partial) => break,
-                    Err(e) => return format!("a bad reply: {e}"),
+                    Ok(Parse::Partial) => break None,
+                    Err(e) => break Some(format!("a bad reply: {e}")),
                 }
+            };
+            buffer.drain(..start);
+            flush_queued();
+            if let Some(why) = broke {
+                return why;
             }
             if subscriber.set_read_timeout(Some(QUIET_PING)).is_err() {
                 return "the socket failed".into();
@@ -431,6 +442,7 @@ impl Broker {
         for (opcode, payload) in pending.values() {
             (self.deliver)(*opcode, payload);
         }
+        flush_queued();
         pending.len()
     }
 

@@ -26,7 +26,7 @@
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection::{Connection, flush_queued};
+use crate::connection::Connection;
 use crate::frame::OpCode;
 use crate::message::Message;
 use crate::session::OutgoingFrame;
@@ -90,12 +90,7 @@ impl Chat {
         let broker = Broker::start(
             url,
             max_message,
-            Box::new(move |opcode, payload| {
-                deliver(&table, opcode, payload);
-                // The Redis thread is no client's reader: it sends what it
-                // queued itself.
-                flush_queued();
-            }),
+            Box::new(move |opcode, payload| deliver(&table, opcode, payload)),
         )?;
         let _ = self.broker.set(broker);
         Ok(())

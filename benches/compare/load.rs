@@ -334,6 +334,60 @@ pub fn fanout(
     Ok(metrics)
 }
 
+/// Fan-out across processes: `per_server` clients on each of `servers`,
+/// the first client the one sender; every client receives every message.
+/// CPU is that of all the servers together, plus `extra_pids` (Redis).
+pub fn fanout_across(
+    servers: &[&Server],
+    extra_pids: &[u32],
+    per_server: usize,
+    messages: u64,
+    window: u64,
+) -> io::Result<Vec<Metric>> {
+    let poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(per_server * servers.len());
+    for server in servers {
+        for _ in 0..per_server {
+            let (stream, leftover) = client::connect(server.addr)?;
+            let mut conn = Conn::new(stream, leftover)?;
+            poll.registry().register(
+                &mut conn.stream,
+                Token(conns.len()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            conns.push(conn);
+        }
+    }
+    let mut poll = poll;
+    thread::sleep(Duration::from_millis(300));
+    fan_phase(&mut poll, &mut conns, 20, window, None)?;
+    let cpu = |pids: &[u32]| -> f64 {
+        pids.iter()
+            .map(|pid| procs::cpu_seconds(&pid.to_string()))
+            .sum()
+    };
+    let mut pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    pids.extend_from_slice(extra_pids);
+    let before = cpu(&pids);
+    let mut latencies = Vec::with_capacity(conns.len() * messages as usize);
+    let elapsed = fan_phase(
+        &mut poll,
+        &mut conns,
+        messages,
+        window,
+        Some(&mut latencies),
+    )?;
+    let deliveries = conns.len() as f64 * messages as f64;
+    let mut metrics = vec![("deliveries/s".to_string(), deliveries / elapsed, true)];
+    metrics.extend(latency_metrics("delivery latency", latencies));
+    metrics.push((
+        "server CPU per delivery, Redis included (µs)".to_string(),
+        (cpu(&pids) - before) / deliveries * 1e6,
+        false,
+    ));
+    Ok(metrics)
+}
+
 /// Fan-out as above, while `stuck` other clients never read a byte.
 ///
 /// Loopback TCP grows a socket's send buffer to a few MiB, so a client that

@@ -6,7 +6,7 @@
 //!     cargo bench --bench compare -- --help         # the options
 //!
 //! Scenarios: `codec` (unmasking and decoding, no sockets), `echo`,
-//! `echo-w1`, `large`, `fanout`, `fanout-w1`, `fanout-stuck` and `idle`. Every load scenario
+//! `echo-w1`, `large`, `fanout`, `fanout-w1`, `fanout-stuck`, `idle` and `redis`. Every load scenario
 //! starts a fresh server process for each run, alternates wschat and
 //! tungstenite round by round, and reports the median of the rounds.
 //!
@@ -29,10 +29,12 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage: cargo bench --bench compare -- [SCENARIO...] [OPTIONS]
 
-scenarios (default: all): codec echo echo-w1 large fanout fanout-w1 fanout-stuck idle
+scenarios (default: all): codec echo echo-w1 large fanout fanout-w1 fanout-stuck idle redis
   (echo-w1 and fanout-w1 are echo and fanout with one message in flight at a
   time, a quarter as many messages: no bursts for either server to batch;
-  fanout-stuck is fanout while 100 more clients never read)
+  fanout-stuck is fanout while 100 more clients never read; redis is wschat
+  against itself: fan-out to 900 clients on one process, and to 3 x 300 on
+  three processes sharing the room through Redis, which it needs)
 
 options:
   --rounds N             rounds per load scenario, alternating servers (default 5; idle 1)
@@ -47,6 +49,7 @@ options:
   --fanout-window N      messages not yet delivered to all (default 16)
   --stuck-clients N      clients that never read, in fanout-stuck (default 100)
   --idle-clients N       default 10000
+  --redis-clients N      clients in the redis scenario, in all (default 900)
   --tungstenite-chat lock|threads
                          the tungstenite chat design for fanout (default lock,
                          a shared writer; threads: a writer thread per client)
@@ -97,6 +100,8 @@ struct Options {
     idle_clients: usize,
     /// Fan-out against tungstenite's writer-thread chat instead of the shared writer.
     chat_threads: bool,
+    /// Clients in the `redis` scenario, in all (a third on each process).
+    redis_clients: usize,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -115,6 +120,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         stuck_clients: 100,
         idle_clients: 10_000,
         chat_threads: false,
+        redis_clients: 900,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -155,7 +161,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     .collect::<Result<_, _>>()?;
             }
             "codec" | "echo" | "echo-w1" | "large" | "fanout" | "fanout-w1" | "fanout-stuck"
-            | "idle" => o.scenarios.push(arg.clone()),
+            | "idle" | "redis" => o.scenarios.push(arg.clone()),
+            "--redis-clients" => o.redis_clients = value()? as usize,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -169,6 +176,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "fanout-w1",
             "fanout-stuck",
             "idle",
+            "redis",
         ]
         .map(String::from)
         .to_vec();
@@ -201,17 +209,18 @@ fn main() {
     let mut tables = Vec::new();
     for scenario in &options.scenarios {
         println!("\n== {scenario} ==");
-        let rows = match scenario.as_str() {
-            "codec" => codec::run(options.quick),
-            other => run_load(other, &options),
+        let (rows, columns) = match scenario.as_str() {
+            "codec" => (codec::run(options.quick), SERVERS),
+            "redis" => (run_redis(&options), REDIS_COLUMNS),
+            other => (run_load(other, &options), SERVERS),
         };
-        print_table(&rows);
-        tables.push((scenario.clone(), rows));
+        print_table(&rows, columns);
+        tables.push((scenario.clone(), rows, columns));
     }
     println!("\n== summary ==");
-    for (scenario, rows) in &tables {
+    for (scenario, rows, columns) in &tables {
         println!("\n{scenario}:");
-        print_table(rows);
+        print_table(rows, *columns);
     }
 }
 
@@ -368,7 +377,100 @@ fn fmt(value: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row]) {
+/// A table's two columns of figures.
+type Columns = (&'static str, &'static str);
+const SERVERS: Columns = ("wschat", "tungstenite");
+/// The `redis` scenario compares wschat with itself: the first column is one
+/// process, the second three sharing a room through Redis.
+const REDIS_COLUMNS: Columns = ("1 process", "3 + Redis");
+
+/// `redis`: 900 clients on one wschat against 300 on each of three wschat
+/// processes sharing the room through one Redis, the one sender on the
+/// first; each round starts fresh processes, one layout then the other.
+fn run_redis(o: &Options) -> Vec<Row> {
+    let rounds = o.rounds.unwrap_or(if o.quick { 2 } else { 5 });
+    let clients = o.redis_clients;
+    let mut one = Vec::new();
+    let mut three = Vec::new();
+    for round in 0..rounds {
+        let Some(redis) = procs::Redis::start() else {
+            println!("skipped: no redis-server (apt-get install redis-server)");
+            return Vec::new();
+        };
+        let url = vec!["--redis".to_string(), format!("redis://{}", redis.addr)];
+        let single = || {
+            let server = Server::start(Impl::Wschat, Service::Chat, 1 << 20);
+            load::fanout_across(&[&server], &[], clients, o.fanout_messages, o.fanout_window)
+        };
+        let shared = || {
+            let servers: Vec<Server> = (0..3)
+                .map(|_| Server::start_with(Impl::Wschat, Service::Chat, 1 << 20, &url))
+                .collect();
+            let refs: Vec<&Server> = servers.iter().collect();
+            load::fanout_across(
+                &refs,
+                &[redis.pid()],
+                clients / 3,
+                o.fanout_messages,
+                o.fanout_window,
+            )
+        };
+        let layouts = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for across in layouts {
+            let (name, outcome, into) = if across {
+                ("3 + Redis", shared(), &mut three)
+            } else {
+                ("1 process", single(), &mut one)
+            };
+            match outcome {
+                Ok(metrics) => {
+                    let line: Vec<String> = metrics
+                        .iter()
+                        .take(3)
+                        .map(|(name, value, _)| format!("{name} {}", fmt(*value)))
+                        .collect();
+                    println!("round {} {name:<10} {}", round + 1, line.join(", "));
+                    into.push(metrics);
+                }
+                Err(e) => println!("round {} {name:<10} FAILED: {e}", round + 1),
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let median = |runs: &[Vec<load::Metric>], name: &str| -> f64 {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| run.iter().find(|m| m.0 == name).map(|m| m.1))
+            .collect();
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let names: Vec<(String, bool)> = one
+        .first()
+        .or(three.first())
+        .map(|run| run.iter().map(|m| (m.0.clone(), m.2)).collect())
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .map(|(name, higher)| {
+            Row::new(
+                name.clone(),
+                median(&one, &name),
+                median(&three, &name),
+                higher,
+            )
+        })
+        .collect()
+}
+
+fn print_table(rows: &[Row], columns: Columns) {
     if rows.is_empty() {
         return;
     }
@@ -379,7 +481,7 @@ fn print_table(rows: &[Row]) {
         .unwrap_or(0);
     println!(
         "{:<width$}  {:>12}  {:>12}  {:>8}",
-        "", "wschat", "tungstenite", "ratio"
+        "", columns.0, columns.1, "ratio"
     );
     for row in rows {
         // The ratio is always "how many times better wschat is": above 1

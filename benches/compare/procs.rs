@@ -60,6 +60,16 @@ fn free_port() -> SocketAddr {
 impl Server {
     /// Starts `which` serving `service` on a free port, and waits until it accepts.
     pub fn start(which: Impl, service: Service, max_message: usize) -> Server {
+        Server::start_with(which, service, max_message, &[])
+    }
+
+    /// [`Server::start`] with more command-line arguments (wschat only).
+    pub fn start_with(
+        which: Impl,
+        service: Service,
+        max_message: usize,
+        extra: &[String],
+    ) -> Server {
         let addr = free_port();
         let max = max_message.to_string();
         let mut command = match which {
@@ -75,6 +85,7 @@ impl Server {
                 if service == Service::Echo {
                     c.arg("--echo");
                 }
+                c.args(extra);
                 c
             }
             Impl::Tungstenite => {
@@ -95,7 +106,8 @@ impl Server {
                 c
             }
         };
-        let log = log_dir().join(format!("{}-{:?}.log", which.name(), service).to_lowercase());
+        let log = log_dir()
+            .join(format!("{}-{:?}-{}.log", which.name(), service, addr.port()).to_lowercase());
         let log = File::create(log).expect("create log file");
         command
             .stdin(Stdio::null())
@@ -208,4 +220,50 @@ pub fn open_file_limit() -> u64 {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A `redis-server` of the benchmark's own, persistence off; killed when
+/// dropped. `None` if there is none on this machine.
+pub struct Redis {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Redis {
+    pub fn start() -> Option<Redis> {
+        let addr = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &addr.port().to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Redis { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
