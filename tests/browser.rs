@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{ServerProcess, skip};
+use common::{RedisProcess, ServerProcess, own_port, skip};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind};
@@ -669,31 +669,33 @@ fn a_stopping_server_closes_the_page_with_1001_cleanly() {
 }
 
 /// The page opened from disk connects to ws://127.0.0.1:8002/, wschat's
-/// default address. Skipped if that port is in use.
+/// default address: its socket's URL says so whatever is on that port, and
+/// when the port is free a wschat started there chats with it.
 #[test]
 fn page_from_disk_uses_default_address() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/index.html");
     assert!(file.is_file(), "{} is missing", file.display());
-    if TcpListener::bind("127.0.0.1:8002").is_err() {
-        skip(
-            "page_from_disk_uses_default_address",
-            "port 8002 is in use (a wschat from the Quick start?), and the page from disk \
-             connects there",
-        );
-        return;
-    }
+    let port_free = TcpListener::bind("127.0.0.1:8002").is_ok();
     let Some(mut browser) = Browser::launch() else {
         return;
     };
-    let _server = DefaultPortServer::start();
+    let _server = port_free.then(DefaultPortServer::start);
     let tab = browser.open(&format!("file://{}", file.display()));
-    browser.wait_status(&tab, "OPEN");
+    browser.wait_for(
+        &tab,
+        "the page's socket",
+        "typeof ws === 'object' && ws !== null",
+    );
+    assert_eq!(browser.eval(&tab, "ws.url"), json!("ws://127.0.0.1:8002/"));
     assert_eq!(
         browser.eval(&tab, "document.getElementById('server').textContent"),
         json!("ws://127.0.0.1:8002/")
     );
-    browser.type_and_enter(&tab, "hello from disk");
-    browser.wait_log_line(&tab, "^ID\\d+: hello from disk$");
+    if port_free {
+        browser.wait_status(&tab, "OPEN");
+        browser.type_and_enter(&tab, "hello from disk");
+        browser.wait_log_line(&tab, "^ID\\d+: hello from disk$");
+    }
 }
 
 /// `wschat --listen 127.0.0.1:8002`, killed when dropped.
@@ -725,5 +727,124 @@ impl Drop for DefaultPortServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Chapter 14's recipe, run as written: three wschat processes sharing one
+/// room through a real Redis, behind nginx with the configuration in
+/// `docs/nginx/wschat-three.conf` (its ports swapped for free ones), and
+/// the page chatting across them.
+#[test]
+fn the_page_chats_across_three_processes_behind_nginx() {
+    let test = "the_page_chats_across_three_processes_behind_nginx";
+    let Some(nginx) = find_nginx() else {
+        skip(
+            test,
+            "no nginx (/usr/sbin/nginx); `apt-get install nginx` runs it",
+        );
+        return;
+    };
+    let Some(redis) = RedisProcess::start(test, &[]) else {
+        return;
+    };
+    let servers: Vec<ServerProcess> = (0..3)
+        .map(|_| ServerProcess::start(&["--redis", &redis.url()]))
+        .collect();
+    let proxy = Nginx::start(&nginx, &servers);
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let page = format!("http://127.0.0.1:{}/", proxy.port);
+    let tabs: Vec<Tab> = (0..3)
+        .map(|_| {
+            let tab = browser.open(&page);
+            browser.wait_status(&tab, "OPEN");
+            tab
+        })
+        .collect();
+    // least_conn: the three long-lived connections went to three processes.
+    for server in &servers {
+        assert!(server.wait_for_log("connected (1 client)"));
+        assert_eq!(server.count_log(" connected ("), 1, "one tab per process");
+    }
+    let text = "hello across three processes";
+    browser.type_and_enter(&tabs[0], text);
+    for tab in &tabs {
+        browser.wait_log_line(tab, &format!("^ID\\d+: {}$", regex_escape(text)));
+    }
+    browser.type_and_enter(&tabs[2], "and back");
+    browser.wait_log_line(&tabs[0], "^ID\\d+: and back$");
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let fixed = Path::new("/usr/sbin/nginx");
+    if fixed.is_file() {
+        return Some(fixed.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// nginx with chapter 14's configuration, in a directory of its own;
+/// stopped, and the directory removed, when dropped.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(program: &Path, servers: &[ServerProcess]) -> Nginx {
+        let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/nginx/wschat-three.conf");
+        let mut config = std::fs::read_to_string(&recipe).expect("docs/nginx/wschat-three.conf");
+        let port = own_port();
+        config = config.replace(
+            "listen 127.0.0.1:8080;",
+            &format!("listen 127.0.0.1:{port};"),
+        );
+        for (i, server) in servers.iter().enumerate() {
+            let from = format!("server 127.0.0.1:810{};", i + 1);
+            assert!(config.contains(&from), "the recipe has no {from}");
+            config = config.replace(&from, &format!("server {};", server.addr));
+        }
+        let dir = std::env::temp_dir().join(format!("wschat-nginx-{}-{port}", std::process::id()));
+        for sub in ["logs", "temp"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("nginx directory");
+        }
+        let file = dir.join("wschat-three.conf");
+        std::fs::write(&file, config).expect("write the nginx configuration");
+        let child = Command::new(program)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&file)
+            .args(["-e", "logs/error.log", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx { child, dir, port };
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(nginx.dir.join("logs/error.log")).unwrap_or_default();
+                panic!("nginx exited: {status}\n{log}");
+            }
+            assert!(Instant::now() < deadline, "nginx did not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
