@@ -16,7 +16,7 @@
 //! session sends what that change queued before letting go: so frames go
 //! out whole and in the order the session made them. With one peer there is
 //! nobody else to keep waiting, so a write may block (up to
-//! [`WRITE_TIMEOUT`]) while holding the lock.
+//! [`WRITE_TIMEOUT`] in all) while holding the lock.
 
 use crate::client_handshake::{
     HandshakeFailure, check_response, client_request, key_from_nonce, parse_response,
@@ -91,11 +91,43 @@ impl Link {
             bytes.extend_from_slice(frame.head());
             bytes.extend_from_slice(frame.body());
         }
-        if let Err(e) = self.socket.write_all(&bytes) {
+        if let Err(e) = write_all_within(&mut self.socket, &bytes, WRITE_TIMEOUT) {
             self.session
                 .give_up(format!("cannot send to the server: {e}"));
         }
     }
+}
+
+/// Writes all of `bytes` within `limit` in all. A socket's write timeout
+/// counts per system call, and a call that sends a little starts the next
+/// wait afresh: a peer that reads a trickle could hold a plain `write_all`
+/// for ever.
+fn write_all_within(socket: &mut TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let blocked = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the server has not read what we sent for {} s",
+                limit.as_secs()
+            ),
+        )
+    };
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(blocked());
+        }
+        socket.set_write_timeout(Some(left))?;
+        match socket.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if is_timeout(&e) => return Err(blocked()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
@@ -140,7 +172,12 @@ pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
 
 /// The TCP connection and the opening handshake; returns the socket and
 /// whatever the server sent after its `101` (the start of its first frame).
+///
+/// One deadline, [`CONNECT_TIMEOUT`], for the connection and the whole
+/// answer: a server that accepts late and then trickles its answer a byte
+/// at a time does not get longer than that.
 fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
     let connect_error = |e: io::Error| ClientError::Connect(format!("{}: {e}", config.url()));
     let addrs = (config.host.as_str(), config.port)
         .to_socket_addrs()
@@ -148,7 +185,12 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
     let mut socket = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            last_error = io::ErrorKind::TimedOut.into();
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
             Ok(s) => {
                 socket = Some(s);
                 break;
@@ -157,10 +199,7 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
         }
     }
     let mut socket = socket.ok_or_else(|| connect_error(last_error))?;
-    let setup = socket
-        .set_nodelay(true)
-        .and(socket.set_write_timeout(Some(WRITE_TIMEOUT)));
-    setup.map_err(connect_error)?;
+    socket.set_nodelay(true).map_err(connect_error)?;
 
     // §4.1: "a randomly selected 16-byte value", from the OS.
     let mut nonce = [0u8; 16];
@@ -174,11 +213,8 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
         config.origin.as_deref(),
     );
     log::debug!("request {:?}", String::from_utf8_lossy(&request));
-    socket.write_all(&request).map_err(connect_error)?;
+    write_all_within(&mut socket, &request, WRITE_TIMEOUT).map_err(connect_error)?;
 
-    // The whole answer within CONNECT_TIMEOUT: a server that trickles a
-    // byte at a time does not keep the client waiting longer than that.
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -199,12 +235,12 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
                 return Ok((socket, received[used..].to_vec()));
             }
             Parse::Partial => match read_before(&mut socket, &mut buf, deadline) {
-                Ok(0) => {
-                    return Err(ClientError::Handshake(HandshakeFailure::Malformed(
-                        "the server closed the connection before its answer ended".into(),
-                    )));
-                }
+                Ok(0) => return Err(ClientError::Handshake(HandshakeFailure::ClosedEarly)),
                 Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if is_timeout(&e) => {
+                    let secs = CONNECT_TIMEOUT.as_secs();
+                    return Err(ClientError::Handshake(HandshakeFailure::TimedOut(secs)));
+                }
                 Err(e) => return Err(connect_error(e)),
             },
         }
@@ -257,34 +293,60 @@ fn receive(socket: &mut TcpStream, link: &Mutex<Link>, first: Vec<u8>, echo: boo
 fn deliver(link: &Mutex<Link>, bytes: &[u8], echo: bool) {
     let mut rest = bytes;
     loop {
-        let mut link = lock(link);
-        let (used, message) = link.session.receive_data(rest);
-        rest = &rest[used..];
+        let (message, done) = {
+            let mut link = lock(link);
+            let (used, message) = link.session.receive_data(rest);
+            rest = &rest[used..];
+            let message = match message {
+                Some(message) if echo => {
+                    // Refused only once the connection is closing: nothing to do.
+                    let _ = link.session.send_message(message);
+                    None
+                }
+                other => other,
+            };
+            link.send_queued();
+            let done = rest.is_empty() || link.session.state() == State::Closed;
+            (message, done)
+        };
+        // Printed without the lock: a terminal slow to take it must not
+        // stop the stdin thread from sending.
         if let Some(message) = message {
-            if echo {
-                // Refused only once the connection is closing: nothing to do.
-                let _ = link.session.send_message(message);
-            } else {
-                show(&message);
-            }
+            show(&message);
         }
-        link.send_queued();
-        if rest.is_empty() || link.session.state() == State::Closed {
+        if done {
             return;
         }
     }
 }
 
-/// One message on stdout: text as one line, binary as its size.
+/// One message on stdout, as one line: text with its control characters
+/// escaped (a newline shows as `\n`, an escape as `\u{1b}`), so that a
+/// message can neither pass for two lines, one of them someone else's, nor
+/// drive the terminal; binary as its size.
 fn show(message: &Message) {
+    let line = match message {
+        Message::Text(text) => one_line(text),
+        Message::Binary(data) => format!("[binary {} bytes]", data.len()),
+    };
     let mut stdout = io::stdout().lock();
     // A closed stdout (the reader of a pipe has gone) is not the server's
     // fault: the messages are dropped, the protocol goes on.
-    let _ = match message {
-        Message::Text(text) => writeln!(stdout, "{text}"),
-        Message::Binary(data) => writeln!(stdout, "[binary {} bytes]", data.len()),
-    };
+    let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
+}
+
+/// `text` with every control character escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The stdin thread: each line is one text message; the end of stdin
@@ -300,7 +362,10 @@ fn send_lines(link: &Mutex<Link>) {
                 }
                 link.send_queued();
             }
-            Line::Skipped(why) => eprintln!("wschat: line not sent: {why}"),
+            Line::Skipped(why) => {
+                // Not eprintln!, which panics if stderr is a closed pipe.
+                let _ = writeln!(io::stderr(), "wschat: line not sent: {why}");
+            }
             Line::End => {
                 let mut link = lock(link);
                 link.session.close(1000, "", Instant::now());
@@ -319,31 +384,30 @@ enum Line {
     End,
 }
 
-/// Reads one line, without its `\n` or `\r\n`, holding at most `max` bytes
-/// of it in memory: a longer line is read to its end and skipped.
+/// Reads one line, without its `\n` or `\r\n`, holding at most `max`
+/// bytes of it (and its line end) in memory: a longer line is read to its
+/// end and skipped.
 fn read_line(input: &mut impl BufRead, max: usize) -> Line {
     let mut line = Vec::new();
     match input
         .by_ref()
-        .take(max as u64 + 1)
+        .take(max as u64 + 2)
         .read_until(b'\n', &mut line)
     {
         Ok(0) | Err(_) => return Line::End,
         Ok(_) => {}
     }
-    if line.last() == Some(&b'\n') {
+    let ended = line.last() == Some(&b'\n');
+    if ended {
         line.pop();
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-    } else if line.len() > max {
+    }
+    if line.len() > max {
         // Throw the rest of the line away without keeping it.
-        let mut rest = Vec::new();
-        while let Ok(n) = input.by_ref().take(64 * 1024).read_until(b'\n', &mut rest) {
-            if n == 0 || rest.last() == Some(&b'\n') {
-                break;
-            }
-            rest.clear();
+        if !ended {
+            skip_to_line_end(input);
         }
         return Line::Skipped(format!("longer than {max} bytes"));
     }
@@ -353,23 +417,26 @@ fn read_line(input: &mut impl BufRead, max: usize) -> Line {
     }
 }
 
-/// One read that ends by `deadline` at the latest.
+/// Reads and throws away up to the next `\n`, 64 KiB at a time.
+fn skip_to_line_end(input: &mut impl BufRead) {
+    let mut rest = Vec::new();
+    loop {
+        rest.clear();
+        match input.by_ref().take(64 * 1024).read_until(b'\n', &mut rest) {
+            Ok(n) if n > 0 && rest.last() != Some(&b'\n') => {}
+            _ => return,
+        }
+    }
+}
+
+/// One read that ends by `deadline` at the latest (a timeout error after).
 fn read_before(socket: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    let too_late = || {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no complete answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        )
-    };
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(too_late());
+        return Err(io::ErrorKind::TimedOut.into());
     }
     socket.set_read_timeout(Some(left))?;
-    match socket.read(buf) {
-        Err(e) if is_timeout(&e) => Err(too_late()),
-        other => other,
-    }
+    socket.read(buf)
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -461,6 +528,22 @@ fn wait_for_tcp_close(socket: &mut TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_always_one_line() {
+        assert_eq!(
+            one_line("hello\nID12345: I am someone else\r\x1b[2J\tκόσμε"),
+            "hello\\nID12345: I am someone else\\r\\u{1b}[2J\\tκόσμε"
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_sent_with_either_line_end() {
+        for input in [&b"0123456789\n"[..], b"0123456789\r\n", b"0123456789"] {
+            let mut input = io::Cursor::new(input.to_vec());
+            assert_eq!(read_line(&mut input, 10), Line::Text("0123456789".into()));
+        }
+    }
 
     #[test]
     fn lines_lose_their_ends_and_long_or_invalid_ones_are_skipped() {

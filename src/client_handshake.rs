@@ -39,6 +39,10 @@ pub enum HandshakeFailure {
     TooLarge,
     /// Not an HTTP/1.1 response head: the line, cut short.
     Malformed(String),
+    /// The server closed the connection before its answer ended.
+    ClosedEarly,
+    /// No complete answer within this many seconds.
+    TimedOut(u64),
     /// Check 1: the status is not 101.
     NotSwitching(u16, String),
     /// Check 2: no `Upgrade: websocket`.
@@ -67,6 +71,11 @@ impl fmt::Display for HandshakeFailure {
                 "the response head is over {MAX_RESPONSE_BYTES} bytes without its end"
             ),
             Malformed(line) => write!(f, "not an HTTP/1.1 response: {line:?}"),
+            ClosedEarly => write!(
+                f,
+                "the server closed the connection before its answer ended"
+            ),
+            TimedOut(secs) => write!(f, "no complete answer within {secs} s"),
             NotSwitching(status, reason) => write!(
                 f,
                 "the server answered {status} {reason}, not 101 Switching Protocols \

@@ -41,7 +41,8 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, Protoco
                 return Err(ProtocolError::InvalidCloseCode(code));
             }
             // §5.5.1: the reason is UTF-8; §8.1 says invalid UTF-8 fails the connection.
-            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason =
+                std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8InCloseReason)?;
             Ok(Some(CloseFrame {
                 code,
                 reason: reason.to_string(),

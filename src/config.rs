@@ -228,6 +228,15 @@ fn parse_connect(args: impl Iterator<Item = String>) -> Result<Command, ArgError
     let url =
         url.ok_or_else(|| ArgError("connect needs a URL, such as ws://127.0.0.1:8002/".into()))?;
     let (host, port, resource) = parse_ws_url(&url)?;
+    // The origin goes into the request as it is: a line end would add a
+    // header of its own (RFC 6454 §7: an origin is ASCII).
+    if let Some(origin) = &origin
+        && !origin.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ArgError(format!(
+            "--origin {origin:?}: only visible ASCII characters"
+        )));
+    }
     Ok(Command::Connect(ClientConfig {
         host,
         port,
@@ -293,6 +302,18 @@ pub fn parse_ws_url(url: &str) -> Result<(String, u16, String), ArgError> {
         query if query.starts_with('?') => format!("/{query}"),
         path => path.to_string(),
     };
+    // Both go into the request as they are: a space or a line end would
+    // change the request line, or add a header (RFC 9112 §3). Anything else
+    // in a path is percent-encoded (RFC 3986 §2.1: `%20` for a space).
+    if !resource.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(wrong(
+            "the path may hold only visible ASCII characters (a space is %20)",
+        ));
+    }
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b".-:_".contains(&b);
+    if !host.bytes().all(host_byte) {
+        return Err(wrong("not a host name or address"));
+    }
     Ok((host.to_string(), port, resource))
 }
 
@@ -467,6 +488,13 @@ mod tests {
             (&["connect", "--echo=1", "ws://h/"], "no value"),
             (&["connect", "--origin"], "needs a value"),
             (&["connect", "--listen", "ws://h/"], "unknown option"),
+            (&["connect", "ws://h/x\r\nEvil: 1"], "visible ASCII"),
+            (&["connect", "ws://h/a b"], "visible ASCII"),
+            (&["connect", "ws://h\r\nX/"], "host"),
+            (
+                &["connect", "--origin", "http://a\r\nEvil: 2", "ws://h/"],
+                "visible ASCII",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.0.contains(why), "{args:?}: {err}");

@@ -65,8 +65,10 @@ pub enum ProtocolError {
     CloseFrameOneByte,
     /// RFC 6455 §7.4: the close code is not one an endpoint may send.
     InvalidCloseCode(u16),
-    /// RFC 6455 §5.6 and §8.1: text (and a close reason) must be valid UTF-8.
+    /// RFC 6455 §5.6 and §8.1: text must be valid UTF-8.
     InvalidUtf8,
+    /// RFC 6455 §5.5.1: a close frame's reason must be valid UTF-8 too.
+    InvalidUtf8InCloseReason,
     /// The message would be larger than the configured `--max-message`.
     MessageTooBig {
         /// How many bytes the message would have once this frame is added.
@@ -86,7 +88,9 @@ impl ProtocolError {
     /// The close code that reports this fault to the client (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> u16 {
         match self {
-            ProtocolError::InvalidUtf8 => code::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidUtf8InCloseReason => {
+                code::INVALID_PAYLOAD
+            }
             ProtocolError::MessageTooBig { .. } => code::MESSAGE_TOO_BIG,
             ProtocolError::OverBudget { .. } => code::TRY_AGAIN_LATER,
             _ => code::PROTOCOL_ERROR,
@@ -122,6 +126,9 @@ impl fmt::Display for ProtocolError {
             ProtocolError::CloseFrameOneByte => write!(f, "close frame payload of one byte"),
             ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             ProtocolError::InvalidUtf8 => write!(f, "invalid UTF-8 in text"),
+            ProtocolError::InvalidUtf8InCloseReason => {
+                write!(f, "invalid UTF-8 in a close frame's reason")
+            }
             ProtocolError::OverBudget { max } => write!(
                 f,
                 "the server is holding {max} bytes of unfinished messages; try again later"

@@ -1,6 +1,7 @@
 //! `wschat`: parse the command line, bind, serve until SIGINT or SIGTERM;
 //! or, as `wschat connect`, be a client.
 
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,33 +13,47 @@ use wschat::os::{block_stop_signals, raise_open_file_limit};
 use wschat::server::{SPARE_DESCRIPTORS, Server, serve};
 
 fn main() -> ExitCode {
-    // RUST_LOG picks the level; without it, info.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match parse_args(std::env::args().skip(1)) {
+    let command = parse_args(std::env::args().skip(1));
+    // RUST_LOG picks the level. Without it: info for the server (connects
+    // and disconnects); warnings only for the client, whose stderr is for
+    // the one line that says why it failed.
+    let default = if matches!(command, Ok(Command::Connect(_))) {
+        "warn"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
+    let config = match command {
         Ok(Command::Run(config)) => config,
         Ok(Command::Connect(config)) => {
             return match client::run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("wschat: {e}");
+                    say(&e.to_string());
                     ExitCode::FAILURE
                 }
             };
         }
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            let _ = io::stdout().write_all(USAGE.as_bytes());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("wschat {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(io::stdout(), "wschat {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("wschat: {e}");
+            say(&e.to_string());
             return ExitCode::from(2);
         }
     };
     run_server(config)
+}
+
+/// One line on stderr. `eprintln!` would panic if stderr were a closed
+/// pipe; a message nobody can read is not worth a crash.
+fn say(text: &str) {
+    let _ = writeln!(io::stderr(), "wschat: {text}");
 }
 
 /// The server, until SIGINT or SIGTERM.
@@ -50,7 +65,7 @@ fn run_server(mut config: Config) -> ExitCode {
     let listener = match TcpListener::bind(config.listen) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("wschat: cannot listen on {}: {e}", config.listen);
+            say(&format!("cannot listen on {}: {e}", config.listen));
             return ExitCode::FAILURE;
         }
     };
@@ -62,7 +77,7 @@ fn run_server(mut config: Config) -> ExitCode {
         Some(_) if server.config.echo => log::info!("--echo ignores --redis"),
         Some(url) => {
             if let Err(e) = server.chat.share_through_redis(&url, max_message) {
-                eprintln!("wschat: {e}");
+                say(&e.to_string());
                 return ExitCode::FAILURE;
             }
         }
@@ -82,7 +97,7 @@ fn run_server(mut config: Config) -> ExitCode {
         .name("accept".into())
         .spawn(move || serve(listener, accepting));
     if let Err(e) = spawned {
-        eprintln!("wschat: cannot start the accept thread: {e}");
+        say(&format!("cannot start the accept thread: {e}"));
         return ExitCode::FAILURE;
     }
     say_where(&server, addr);

@@ -18,7 +18,7 @@
 //! the seed can predict every key.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::{Mutex, OnceLock};
 
 /// Where the bytes come from.
@@ -58,7 +58,10 @@ pub fn mask_key() -> [u8; 4] {
     if let Err(e) = fill(&mut key) {
         // Sending a frame with a predictable key would be worse than
         // stopping: §10.3.
-        eprintln!("wschat: cannot read {SOURCE} for a masking key: {e}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "wschat: cannot read {SOURCE} for a masking key: {e}"
+        );
         std::process::exit(1);
     }
     key

@@ -520,3 +520,78 @@ fn an_answer_trickled_a_byte_at_a_time_is_given_up_on() {
     assert!(started.elapsed() < Duration::from_secs(13));
     server.join().unwrap();
 }
+
+/// A server that reads nothing at all: the client's writes block, and the
+/// client gives up after its write timeout, 10 s in all, not per write.
+#[test]
+fn a_server_that_never_reads_is_given_up_on_after_the_write_timeout() {
+    let (addr, server) = raw_server(|mut stream, key| {
+        stream.write_all(switching(&key, "").as_bytes()).unwrap();
+        // Read nothing more; hold the connection until the client leaves.
+        stream.set_read_timeout(None).unwrap();
+        thread::sleep(Duration::from_secs(20));
+    });
+    let mut client = ClientProcess::start(&[&format!("ws://{addr}/")]);
+    let started = Instant::now();
+    let line = "x".repeat(64 * 1024);
+    // The lines pile up in the socket buffers until a write blocks; the
+    // stdin pipe then fills too, so feed it from a thread of its own.
+    let mut stdin = client.stdin.take().unwrap();
+    thread::spawn(move || while writeln!(stdin, "{line}").is_ok() {});
+    let (status, stderr) = client.wait_up_to(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has not read what we sent for 10 s"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(server);
+}
+
+/// A message is printed as one line, whatever it holds: a newline cannot
+/// make it pass for a line from someone else.
+#[test]
+fn a_message_with_a_newline_is_still_one_line() {
+    let server = ServerProcess::start(&[]);
+    let client = ClientProcess::start(&[&format!("ws://{}/", server.addr)]);
+    assert!(server.wait_for_log("connected (1 client)"));
+    let mut sender = raw_client(server.addr);
+    sender
+        .write_all(&client_frame(
+            TEXT,
+            b"hello\nID12345: I am someone else\x1b[2J",
+            true,
+        ))
+        .unwrap();
+    let line = client.next_line();
+    assert!(
+        line.ends_with(": hello\\nID12345: I am someone else\\u{1b}[2J"),
+        "{line}"
+    );
+}
+
+/// stderr a closed pipe: the client still says nothing it cannot, and
+/// exits with its status, not a panic's.
+#[test]
+fn a_closed_stderr_does_not_crash_the_client() {
+    let (addr, server) = raw_server(|mut stream, _| {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
+        .args(["connect", &format!("ws://{addr}/")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reading end, closed
+    let status = child.wait().unwrap();
+    server.join().unwrap();
+    assert_eq!(status.code(), Some(1));
+}

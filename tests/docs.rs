@@ -810,9 +810,15 @@ fn sample_client_request() -> String {
 /// the connection. Returns the exit status, stdout and stderr.
 fn run_client(url: &str, log: &str, input: &[&str]) -> (i32, String, Vec<String>) {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
-        .args(["connect", url])
-        .env("RUST_LOG", log)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat"));
+    command.args(["connect", url]);
+    // An empty `log` runs the client as a user would, without RUST_LOG.
+    if log.is_empty() {
+        command.env_remove("RUST_LOG");
+    } else {
+        command.env("RUST_LOG", log);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -933,7 +939,7 @@ fn sample_client_refusals() -> String {
             answer(&mut stream, &key);
             thread_sleep_ms(300);
         });
-        let (status, _, stderr) = run_client(&format!("ws://{addr}/"), "off", &[]);
+        let (status, _, stderr) = run_client(&format!("ws://{addr}/"), "", &[]);
         server.join().unwrap();
         out.push_str(&format!("the server sends {what}\n  exit {status}"));
         for line in stderr {
