@@ -11,7 +11,7 @@
 //!
 //! The simplest correct answer is two threads. The calling thread reads the
 //! socket, feeds the session and prints what arrives; a second thread reads
-//! lines from stdin and sends them. They share one [`Link`], the session
+//! lines from stdin and sends them. They share one `Link`, the session
 //! and the socket's writing side, behind one lock, and whoever changes the
 //! session sends what that change queued before letting go: so frames go
 //! out whole and in the order the session made them. With one peer there is

@@ -363,7 +363,7 @@ impl Connection {
 }
 
 /// Sends everything this thread has queued since it last called this, to
-/// every client, without waiting for any of them ([`Connection::flush`]).
+/// every client, without waiting for any of them (`Connection::flush`).
 /// A reader calls it after each read; a thread that is not a reader and
 /// queues frames (the Redis subscriber) calls it after each delivery.
 pub fn flush_queued() {
