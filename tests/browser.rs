@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{RedisProcess, ServerProcess, own_port, skip};
+use common::{RedisProcess, ServerProcess, own_port, run_tests, skip};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind};
@@ -24,6 +24,30 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
+
+/// Run by `run_tests` (`harness = false` in Cargo.toml), which lists a test
+/// that cannot run here as SKIPPED, with why.
+fn main() -> std::process::ExitCode {
+    run_tests(&[
+        ("two_tabs_chat", two_tabs_chat),
+        (
+            "page_messages_files_and_scrolling",
+            page_messages_files_and_scrolling,
+        ),
+        (
+            "a_stopping_server_closes_the_page_with_1001_cleanly",
+            a_stopping_server_closes_the_page_with_1001_cleanly,
+        ),
+        (
+            "page_from_disk_uses_default_address",
+            page_from_disk_uses_default_address,
+        ),
+        (
+            "the_page_chats_across_three_processes_behind_nginx",
+            the_page_chats_across_three_processes_behind_nginx,
+        ),
+    ])
+}
 
 /// How long the browser gets to start, and a command or a wait to finish.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -461,7 +485,6 @@ fn two_open_tabs(server: &ServerProcess) -> Option<(Browser, Tab, Tab)> {
 
 /// Two tabs chat through the real server: typing and Enter, the Send button,
 /// HTML shown as text, Close and Connect.
-#[test]
 fn two_tabs_chat() {
     let server = ServerProcess::start(&[]);
     let Some((mut browser, a, b)) = two_open_tabs(&server) else {
@@ -566,7 +589,6 @@ fn two_tabs_chat() {
 /// sender unmistakable, a file sent as one binary message and an image shown
 /// from a blob: URL, the log following new messages, and Enter while
 /// disconnected saying what to do.
-#[test]
 fn page_messages_files_and_scrolling() {
     let server = ServerProcess::start(&[]);
     let Some((mut browser, a, b)) = two_open_tabs(&server) else {
@@ -643,7 +665,6 @@ fn page_messages_files_and_scrolling() {
 /// SIGTERM stops the server gracefully: the page sees close code 1001 with
 /// `wasClean` true (the page marks a clean close as a "system" line, an
 /// unclean one as an "error"), and the server exits with status 0.
-#[test]
 fn a_stopping_server_closes_the_page_with_1001_cleanly() {
     let mut server = ServerProcess::start(&[]);
     let Some(mut browser) = Browser::launch() else {
@@ -671,7 +692,6 @@ fn a_stopping_server_closes_the_page_with_1001_cleanly() {
 /// The page opened from disk connects to ws://127.0.0.1:8002/, wschat's
 /// default address: its socket's URL says so whatever is on that port, and
 /// when the port is free a wschat started there chats with it.
-#[test]
 fn page_from_disk_uses_default_address() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/index.html");
     assert!(file.is_file(), "{} is missing", file.display());
@@ -734,7 +754,6 @@ impl Drop for DefaultPortServer {
 /// room through a real Redis, behind nginx with the configuration in
 /// `docs/nginx/wschat-three.conf` (its ports swapped for free ones), and
 /// the page chatting across them.
-#[test]
 fn the_page_chats_across_three_processes_behind_nginx() {
     let test = "the_page_chats_across_three_processes_behind_nginx";
     let Some(nginx) = find_nginx() else {

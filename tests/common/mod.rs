@@ -175,16 +175,124 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Says, where `cargo test` shows it, that `test` could not run and why.
-/// Under CI (`CI=true`), where a skipped test would hide a broken setup, the
-/// test fails instead.
+/// Says that `test` could not run and why. Under CI (`CI=true`), where a
+/// skipped test would hide a broken setup, the test fails instead.
+///
+/// In a test file run by [`run_tests`], the test is then listed as
+/// SKIPPED, with the reason, in the summary; elsewhere, the reason goes
+/// straight to stderr, where `cargo test` shows it.
 pub fn skip(test: &str, why: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test} cannot run under CI=true: {why}");
     }
-    // Straight to the file descriptor: the test harness captures
-    // `eprintln!`, and would show this only with --nocapture.
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+    if RUNNER.load(std::sync::atomic::Ordering::SeqCst) {
+        *SKIPPED.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+    } else {
+        // Straight to the file descriptor: libtest captures `eprintln!`,
+        // and would show this only with --nocapture.
+        let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+    }
+}
+
+/// Whether [`run_tests`] runs this test file.
+static RUNNER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Why the running test skipped, if it did.
+static SKIPPED: Mutex<Option<String>> = Mutex::new(None);
+
+/// The test runner of the test files whose tests need something a machine
+/// may lack: Chromium, Redis, nginx, root (`harness = false` in
+/// Cargo.toml). libtest can only say "ok" or "FAILED", so a test that could
+/// not run would pass as "ok"; this runner says SKIPPED and why, on the
+/// test's line and in its summary. It runs the tests one after another,
+/// each on a thread of its own, takes the same name filters as libtest
+/// (`cargo test --test browser two_tabs`), and exits with 101 if one fails.
+pub fn run_tests(tests: &[(&str, fn())]) -> std::process::ExitCode {
+    RUNNER.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut filters = Vec::new();
+    let mut skips = Vec::new();
+    let (mut exact, mut list) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--exact" => exact = true,
+            "--list" => list = true,
+            "--skip" => skips.extend(args.next()),
+            // libtest's options that take a value: the value is not a filter.
+            "--test-threads" | "--color" | "--format" | "--logfile" | "-Z" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            filter => filters.push(filter.to_string()),
+        }
+    }
+    let matches = |name: &str, pattern: &str| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let chosen: Vec<&(&str, fn())> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| matches(name, f)))
+        .filter(|(name, _)| !skips.iter().any(|s| matches(name, s)))
+        .collect();
+    if list {
+        for (name, _) in &chosen {
+            println!("{name}: test");
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    println!("\nrunning {} tests", chosen.len());
+    let started = Instant::now();
+    let (mut passed, mut failed, mut skipped) = (0, Vec::new(), Vec::new());
+    for (name, test) in chosen {
+        *SKIPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let outcome = thread::Builder::new()
+            .name(name.to_string())
+            .spawn(*test)
+            .expect("a thread for the test")
+            .join();
+        let why = SKIPPED.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (outcome, why) {
+            (Err(_), _) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+            (Ok(()), Some(why)) => {
+                println!("test {name} ... SKIPPED: {why}");
+                skipped.push((*name, why));
+            }
+            (Ok(()), None) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+        }
+    }
+    if !skipped.is_empty() {
+        println!("\nskipped (under CI=true they fail instead; .ci/run installs what they need):");
+        for (name, why) in &skipped {
+            println!("    {name}: {why}");
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures (the panic messages are above):");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; {} skipped; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        skipped.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(101)
+    }
 }
 
 /// The RFC's sample key; its accept value is known.
