@@ -36,6 +36,10 @@ fn main() -> std::process::ExitCode {
             redis_unreachable_at_start_or_a_bad_url_exits_1,
         ),
         ("echo_mode_ignores_redis", echo_mode_ignores_redis),
+        (
+            "a_hostile_redis_is_given_up_on_not_believed",
+            a_hostile_redis_is_given_up_on_not_believed,
+        ),
     ])
 }
 
@@ -316,4 +320,40 @@ fn echo_mode_ignores_redis() {
     let mut client = raw_client(server.addr);
     send_text(&mut client, "just me");
     assert_eq!(read_texts(&mut client, 1), ["just me"]);
+}
+
+/// A "Redis" that confirms the subscription and then pushes a message
+/// whose bulk length is 99,999,999,999 bytes: wschat refuses it on its
+/// first line, without allocating, treats Redis as gone, and its clients
+/// chat on.
+fn a_hostile_redis_is_given_up_on_not_believed() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                let Ok(n) = stream.read(&mut buf) else { return };
+                let command = String::from_utf8_lossy(&buf[..n]).to_string();
+                if command.contains("SUBSCRIBE") {
+                    let _ = stream.write_all(b"*3\r\n$9\r\nsubscribe\r\n$6\r\nwschat\r\n:1\r\n");
+                    thread::sleep(Duration::from_millis(300));
+                    let _ = stream
+                        .write_all(b"*3\r\n$7\r\nmessage\r\n$6\r\nwschat\r\n$99999999999\r\n");
+                } else {
+                    let _ = stream.write_all(b"+PONG\r\n");
+                }
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let server = ServerProcess::start(&["--redis", &format!("redis://127.0.0.1:{port}")]);
+    assert!(server.wait_for_log("lost (a bad reply: a bulk string of 99999999999 bytes"));
+    let mut a = joined(&server, 1);
+    send_text(&mut a, "still here");
+    assert!(read_texts(&mut a, 1)[0].ends_with(": still here"));
+    assert!(server.memory_kib("VmRSS") < 64 * 1024, "no huge allocation");
 }
