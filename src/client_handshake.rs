@@ -10,7 +10,7 @@
 
 use crate::handshake::{
     MAX_REQUEST_BYTES, Parse, SUBPROTOCOL, WEBSOCKET_VERSION, accept_key, has_bare_line_feed,
-    parse_header_line,
+    has_token, header_values, parse_header_line,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -197,17 +197,12 @@ fn parse_status_line(line: &str) -> Result<(u16, String), HandshakeFailure> {
 impl Response {
     /// Every value of the header `name`, matched without regard to case.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name)
     }
 
     /// Whether a comma-separated header `name` has `token`, in any case.
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_values(name)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        has_token(&self.headers, name, token)
     }
 }
 

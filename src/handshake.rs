@@ -306,13 +306,30 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Every value of the header `name` in `headers`, matched without regard
+/// to case (RFC 9110 §5.1). A request's and a response's alike.
+pub fn header_values<'a>(
+    headers: &'a [(String, String)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether a comma-separated header such as `Connection: keep-alive,
+/// Upgrade` holds `token`, matched without regard to case.
+pub fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    header_values(headers, name)
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 impl Request {
     /// Every value of the header `name`, matched without regard to case.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name)
     }
 
     /// The first value of the header `name`.
@@ -323,12 +340,9 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether a comma-separated header such as `Connection: keep-alive,
-    /// Upgrade` holds `token`, matched without regard to case.
+    /// Whether a comma-separated header holds `token` ([`has_token`]).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_values(name)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        has_token(&self.headers, name, token)
     }
 
     /// Whether the client asks to upgrade to WebSocket. Any other request,

@@ -9,16 +9,6 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A well-behaved client says something and hears itself back.
-fn chats(stream: &mut TcpStream, text: &str) {
-    stream
-        .write_all(&client_frame(TEXT, text.as_bytes(), true))
-        .unwrap();
-    let frame = read_frame(stream).expect("the echo or broadcast");
-    let got = String::from_utf8(frame.payload).unwrap();
-    assert!(got.ends_with(text), "{got:?}");
-}
-
 #[test]
 fn max_clients_refuses_one_more_with_503_and_leaves_no_thread() {
     let server = ServerProcess::start(&["--max-clients", "2"]);

@@ -77,6 +77,24 @@ fn wschat_on(redis: &RedisProcess) -> ServerProcess {
     ServerProcess::start(&["--redis", &redis.url()])
 }
 
+/// Two processes on `redis`; two clients on the first, one on the second.
+fn two_processes(
+    redis: &RedisProcess,
+) -> (
+    ServerProcess,
+    ServerProcess,
+    TcpStream,
+    TcpStream,
+    TcpStream,
+) {
+    let first = wschat_on(redis);
+    let second = wschat_on(redis);
+    let a = joined(&first, 1);
+    let a2 = joined(&first, 2);
+    let b = joined(&second, 1);
+    (first, second, a, a2, b)
+}
+
 /// A client joined and known to the server (so it receives what follows).
 fn joined(server: &ServerProcess, count: usize) -> TcpStream {
     let client = raw_client(server.addr);
@@ -155,11 +173,7 @@ fn without_redis_each_process_chats_alone_then_the_room_comes_back() {
     let Some(mut redis) = RedisProcess::start("without_redis", &[]) else {
         return;
     };
-    let first = wschat_on(&redis);
-    let second = wschat_on(&redis);
-    let mut a = joined(&first, 1);
-    let mut a2 = joined(&first, 2);
-    let mut b = joined(&second, 1);
+    let (first, second, mut a, mut a2, mut b) = two_processes(&redis);
     send_text(&mut a, "before");
     for client in [&mut a, &mut a2, &mut b] {
         assert!(read_texts(client, 1)[0].ends_with(": before"));
@@ -213,11 +227,7 @@ fn no_message_is_delivered_twice_when_redis_dies_mid_burst() {
     let Some(mut redis) = RedisProcess::start("no_message_twice", &[]) else {
         return;
     };
-    let first = wschat_on(&redis);
-    let second = wschat_on(&redis);
-    let mut a = joined(&first, 1);
-    let mut a2 = joined(&first, 2);
-    let mut b = joined(&second, 1);
+    let (first, _second, mut a, mut a2, mut b) = two_processes(&redis);
     const BURST: usize = 2000;
     let mut sender = a.try_clone().unwrap();
     let burst = thread::spawn(move || {

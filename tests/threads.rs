@@ -7,8 +7,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
@@ -17,16 +15,6 @@ fn main() -> std::process::ExitCode {
         "when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on",
         when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on,
     )])
-}
-
-/// A well-behaved client says something and hears itself back.
-fn chats(stream: &mut TcpStream, text: &str) {
-    stream
-        .write_all(&client_frame(TEXT, text.as_bytes(), true))
-        .unwrap();
-    let frame = read_frame(stream).expect("the echo or broadcast");
-    let got = String::from_utf8(frame.payload).unwrap();
-    assert!(got.ends_with(text), "{got:?}");
 }
 
 fn when_no_thread_can_be_started_clients_get_503_and_the_server_goes_on() {

@@ -107,17 +107,25 @@ impl Conn {
 
 /// Connects `count` clients to `server` and registers them with a new poll.
 fn connect_all(server: &Server, count: usize) -> io::Result<(Poll, Vec<Conn>)> {
+    connect_to_each(&[server], count)
+}
+
+/// Connects `per_server` clients to each of `servers`, in order, and
+/// registers them all with one new poll.
+fn connect_to_each(servers: &[&Server], per_server: usize) -> io::Result<(Poll, Vec<Conn>)> {
     let poll = Poll::new()?;
-    let mut conns = Vec::with_capacity(count);
-    for i in 0..count {
-        let (stream, leftover) = client::connect(server.addr)?;
-        let mut conn = Conn::new(stream, leftover)?;
-        poll.registry().register(
-            &mut conn.stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns.push(conn);
+    let mut conns = Vec::with_capacity(per_server * servers.len());
+    for server in servers {
+        for _ in 0..per_server {
+            let (stream, leftover) = client::connect(server.addr)?;
+            let mut conn = Conn::new(stream, leftover)?;
+            poll.registry().register(
+                &mut conn.stream,
+                Token(conns.len()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            conns.push(conn);
+        }
     }
     Ok((poll, conns))
 }
@@ -344,21 +352,7 @@ pub fn fanout_across(
     messages: u64,
     window: u64,
 ) -> io::Result<Vec<Metric>> {
-    let poll = Poll::new()?;
-    let mut conns = Vec::with_capacity(per_server * servers.len());
-    for server in servers {
-        for _ in 0..per_server {
-            let (stream, leftover) = client::connect(server.addr)?;
-            let mut conn = Conn::new(stream, leftover)?;
-            poll.registry().register(
-                &mut conn.stream,
-                Token(conns.len()),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            conns.push(conn);
-        }
-    }
-    let mut poll = poll;
+    let (mut poll, mut conns) = connect_to_each(servers, per_server)?;
     thread::sleep(Duration::from_millis(300));
     fan_phase(&mut poll, &mut conns, 20, window, None)?;
     let cpu = |pids: &[u32]| -> f64 {

@@ -312,32 +312,45 @@ fn run_load(scenario: &str, o: &Options) -> Vec<Row> {
                 _ => unreachable!(),
             };
             drop(server);
-            match outcome {
-                Ok(metrics) => {
-                    let line: Vec<String> = metrics
-                        .iter()
-                        .take(3)
-                        .map(|(name, value, _)| format!("{name} {}", fmt(*value)))
-                        .collect();
-                    println!(
-                        "round {} {:<11} {}",
-                        round + 1,
-                        which.name(),
-                        line.join(", ")
-                    );
-                    results.entry(which.name()).or_default().push(metrics);
-                }
-                Err(e) => println!("round {} {:<11} FAILED: {e}", round + 1, which.name()),
+            if let Some(metrics) = report_round(round, which.name(), outcome) {
+                results.entry(which.name()).or_default().push(metrics);
             }
             // Let the killed server's sockets and threads go before the next.
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-    let median = |which: &str, name: &str| -> f64 {
-        let mut values: Vec<f64> = results
-            .get(which)
-            .into_iter()
-            .flatten()
+    let runs = |which: &str| results.get(which).map(Vec::as_slice).unwrap_or(&[]);
+    rows_of_medians(runs("wschat"), runs("tungstenite"))
+}
+
+/// Prints one round's first figures, or why it failed; returns its figures.
+fn report_round(
+    round: usize,
+    name: &str,
+    outcome: std::io::Result<Vec<load::Metric>>,
+) -> Option<Vec<load::Metric>> {
+    match outcome {
+        Ok(metrics) => {
+            let line: Vec<String> = metrics
+                .iter()
+                .take(3)
+                .map(|(name, value, _)| format!("{name} {}", fmt(*value)))
+                .collect();
+            println!("round {} {name:<11} {}", round + 1, line.join(", "));
+            Some(metrics)
+        }
+        Err(e) => {
+            println!("round {} {name:<11} FAILED: {e}", round + 1);
+            None
+        }
+    }
+}
+
+/// One row per figure: the median over the rounds, for each column.
+fn rows_of_medians(first: &[Vec<load::Metric>], second: &[Vec<load::Metric>]) -> Vec<Row> {
+    let median = |runs: &[Vec<load::Metric>], name: &str| -> f64 {
+        let mut values: Vec<f64> = runs
+            .iter()
             .filter_map(|run| run.iter().find(|m| m.0 == name).map(|m| m.1))
             .collect();
         if values.is_empty() {
@@ -346,21 +359,16 @@ fn run_load(scenario: &str, o: &Options) -> Vec<Row> {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let names: Vec<(String, bool)> = results
-        .values()
-        .flatten()
-        .next()
+    let names: Vec<(String, bool)> = first
+        .first()
+        .or(second.first())
         .map(|run| run.iter().map(|m| (m.0.clone(), m.2)).collect())
         .unwrap_or_default();
     names
         .into_iter()
         .map(|(name, higher)| {
-            Row::new(
-                name.clone(),
-                median("wschat", &name),
-                median("tungstenite", &name),
-                higher,
-            )
+            let (a, b) = (median(first, &name), median(second, &name));
+            Row::new(name, a, b, higher)
         })
         .collect()
 }
@@ -426,48 +434,13 @@ fn run_redis(o: &Options) -> Vec<Row> {
             } else {
                 ("1 process", single(), &mut one)
             };
-            match outcome {
-                Ok(metrics) => {
-                    let line: Vec<String> = metrics
-                        .iter()
-                        .take(3)
-                        .map(|(name, value, _)| format!("{name} {}", fmt(*value)))
-                        .collect();
-                    println!("round {} {name:<10} {}", round + 1, line.join(", "));
-                    into.push(metrics);
-                }
-                Err(e) => println!("round {} {name:<10} FAILED: {e}", round + 1),
+            if let Some(metrics) = report_round(round, name, outcome) {
+                into.push(metrics);
             }
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-    let median = |runs: &[Vec<load::Metric>], name: &str| -> f64 {
-        let mut values: Vec<f64> = runs
-            .iter()
-            .filter_map(|run| run.iter().find(|m| m.0 == name).map(|m| m.1))
-            .collect();
-        if values.is_empty() {
-            return f64::NAN;
-        }
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let names: Vec<(String, bool)> = one
-        .first()
-        .or(three.first())
-        .map(|run| run.iter().map(|m| (m.0.clone(), m.2)).collect())
-        .unwrap_or_default();
-    names
-        .into_iter()
-        .map(|(name, higher)| {
-            Row::new(
-                name.clone(),
-                median(&one, &name),
-                median(&three, &name),
-                higher,
-            )
-        })
-        .collect()
+    rows_of_medians(&one, &three)
 }
 
 fn print_table(rows: &[Row], columns: Columns) {

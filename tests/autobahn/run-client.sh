@@ -9,26 +9,9 @@
 #
 # Reports go to target/autobahn-client-reports (open clients/index.html).
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-venv="$root/target/autobahn-venv"
+source "$(dirname "$0")/setup.sh"
 out="$root/target/autobahn-client-reports"
 addr="127.0.0.1:${AUTOBAHN_PORT:-9002}"
-
-python2="${PYTHON2:-}"
-for candidate in python2.7 "$HOME"/.pyenv/versions/2.7*/bin/python2.7; do
-  [ -n "$python2" ] && break
-  "$candidate" --version >/dev/null 2>&1 && python2="$candidate"
-done
-if [ ! -x "$venv/bin/wstest" ]; then
-  [ -n "$python2" ] || { echo "run-client.sh: needs Python 2.7 (set PYTHON2)" >&2; exit 2; }
-  "$python2" -m pip install -q "virtualenv==20.15.1"
-  "$python2" -m virtualenv -q "$venv"
-  "$venv/bin/pip" install -q -c "$here/constraints.txt" autobahntestsuite==0.8.2
-fi
-
-cargo build --release --manifest-path "$root/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$root/target}/release/wschat"
 
 rm -rf "$out" && mkdir -p "$out"
 cat >"$out/fuzzingserver.json" <<JSON

@@ -10,28 +10,9 @@
 # versions pinned in constraints.txt. Reports go to target/autobahn-reports;
 # open index.html there for the case-by-case detail.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-venv="$root/target/autobahn-venv"
+source "$(dirname "$0")/setup.sh"
 out="$root/target/autobahn-reports"
 addr="127.0.0.1:${AUTOBAHN_PORT:-9001}"
-
-# The first Python 2.7 that actually runs (a pyenv shim may not).
-python2="${PYTHON2:-}"
-for candidate in python2.7 "$HOME"/.pyenv/versions/2.7*/bin/python2.7; do
-  [ -n "$python2" ] && break
-  "$candidate" --version >/dev/null 2>&1 && python2="$candidate"
-done
-if [ ! -x "$venv/bin/wstest" ]; then
-  [ -n "$python2" ] || { echo "run.sh: needs Python 2.7 (set PYTHON2)" >&2; exit 2; }
-  "$python2" -m pip install -q "virtualenv==20.15.1"
-  "$python2" -m virtualenv -q "$venv"
-  "$venv/bin/pip" install -q -c "$here/constraints.txt" autobahntestsuite==0.8.2
-fi
-
-cargo build --release --manifest-path "$root/Cargo.toml"
-# Where cargo put the binary: CARGO_TARGET_DIR if set, else target/.
-bin="${CARGO_TARGET_DIR:-$root/target}/release/wschat"
 "$bin" --echo --listen "$addr" --max-message 16777216 2>"$root/target/autobahn-server.log" &
 server=$!
 trap 'kill $server' EXIT

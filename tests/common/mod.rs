@@ -463,6 +463,16 @@ pub fn expect_close(stream: &mut TcpStream) -> Option<u16> {
     }
 }
 
+/// A well-behaved client says something and hears itself back.
+pub fn chats(stream: &mut TcpStream, text: &str) {
+    stream
+        .write_all(&client_frame(TEXT, text.as_bytes(), true))
+        .unwrap();
+    let frame = read_frame(stream).expect("the echo or broadcast");
+    let got = String::from_utf8(frame.payload).unwrap();
+    assert!(got.ends_with(text), "{got:?}");
+}
+
 /// Asserts that the server has closed the connection (EOF or reset).
 pub fn expect_tcp_closed(stream: &mut TcpStream) {
     let mut buf = [0u8; 64];
