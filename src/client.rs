@@ -279,7 +279,10 @@ fn receive(socket: &mut TcpStream, link: &Mutex<Link>, first: Vec<u8>, echo: boo
         }
         match socket.read(&mut buf) {
             Ok(0) => tcp_closed = true,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                lock(link).session.peer_still_sending(Instant::now());
+            }
             Err(e) if is_timeout(&e) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => tcp_closed = true,
@@ -368,7 +371,8 @@ fn send_lines(link: &Mutex<Link>) {
             }
             Line::End => {
                 let mut link = lock(link);
-                link.session.close(1000, "", Instant::now());
+                link.session
+                    .close(crate::error::code::NORMAL, "", Instant::now());
                 link.send_queued();
                 return;
             }

@@ -131,7 +131,8 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::OverBudget { max } => write!(
                 f,
-                "the server is holding {max} bytes of unfinished messages; try again later"
+                "unfinished messages would take the server past its limit of {max} bytes; \
+                 try again later"
             ),
             ProtocolError::MessageTooBig { size, max } => {
                 write!(f, "message of {size} bytes is over the limit of {max}")

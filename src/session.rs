@@ -64,6 +64,10 @@ pub const PING_PAYLOAD: &[u8] = b"wschat";
 /// How long we wait for the other side's close frame after sending ours.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The longest a closing handshake may take when the peer is still sending
+/// ([`Session::peer_still_sending`]).
+pub const MAX_CLOSING: Duration = Duration::from_secs(30);
+
 /// What a queued frame costs in memory beyond its bytes: its place in the
 /// queue, the shared payload's reference count, and the allocator's
 /// bookkeeping for the header and the payload. Counting it means that a
@@ -233,6 +237,8 @@ pub struct Session {
     keepalive: Option<KeepAlive>,
     /// While [`State::Closing`]: when we stop waiting for the peer's close.
     close_deadline: Option<Instant>,
+    /// When we sent our close frame.
+    close_sent_at: Option<Instant>,
     ending: Option<Ending>,
     /// Set by [`give_up`](Self::give_up): the connection ends without ceremony.
     given_up: bool,
@@ -264,6 +270,7 @@ impl Session {
             waiting_pong: None,
             keepalive,
             close_deadline: None,
+            close_sent_at: None,
             ending: None,
             given_up: false,
             close_received: false,
@@ -457,6 +464,20 @@ impl Session {
         if self.state == State::Open {
             self.state = State::Closing;
             self.close_deadline = Some(now + CLOSE_TIMEOUT);
+            self.close_sent_at = Some(now);
+        }
+    }
+
+    /// While CLOSING, bytes have just arrived: the peer is still sending
+    /// what it sent before it saw our close, and its close reply is behind
+    /// them. So its [`CLOSE_TIMEOUT`] counts from now, up to
+    /// [`MAX_CLOSING`] after our close. The client calls this: a server
+    /// with much to send it (the echoes of a long paste) is slow to reach
+    /// the close, not gone. The server does not: a client that kept
+    /// trickling bytes could then hold a stopping server.
+    pub fn peer_still_sending(&mut self, now: Instant) {
+        if let (State::Closing, Some(sent)) = (self.state, self.close_sent_at) {
+            self.close_deadline = Some((now + CLOSE_TIMEOUT).min(sent + MAX_CLOSING));
         }
     }
 
@@ -966,6 +987,24 @@ mod tests {
             session.ending(),
             Some(&Ending::ClosedByUs(1001, "server stopping".into()))
         );
+    }
+
+    #[test]
+    fn a_peer_still_sending_gets_the_close_timeout_from_its_last_bytes_up_to_a_limit() {
+        let start = Instant::now();
+        let mut session = server_with(settings(), start);
+        session.peer_still_sending(start); // not closing: nothing changes
+        assert_eq!(session.next_deadline(), None);
+        session.close(code::NORMAL, "", start);
+        session.peer_still_sending(start + SECOND);
+        assert_eq!(
+            session.next_deadline(),
+            Some(start + SECOND + CLOSE_TIMEOUT)
+        );
+        session.peer_still_sending(start + 29 * SECOND);
+        assert_eq!(session.next_deadline(), Some(start + MAX_CLOSING));
+        session.tick(start + MAX_CLOSING);
+        assert_eq!(session.state(), State::Closed);
     }
 
     #[test]

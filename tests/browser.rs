@@ -861,7 +861,17 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master process stops its workers before it
+    /// exits. Killed outright, it would leave a worker behind, still
+    /// listening, its parent gone.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + TIMEOUT;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
