@@ -52,6 +52,13 @@ pub const CHANNEL: &[u8] = b"wschat";
 /// queue without bound.
 pub const PUBLISH_QUEUE: usize = 4096;
 
+/// The most bytes of messages that may be on their way through Redis at
+/// once (queued for the publisher, or published and not yet back). Past
+/// it, Redis is too slow to keep up with this process's clients, and is
+/// given up on as if it had gone: the memory one sender can pin here is
+/// bounded, however fast it sends and however slow Redis is.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+
 /// How long a write to Redis, or an answer from it, may take.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -186,6 +193,11 @@ struct State {
     next_seq: u64,
     /// Published, not yet back from Redis, in order.
     pending: BTreeMap<u64, (OpCode, Vec<u8>)>,
+    /// The payload bytes in `pending`.
+    pending_bytes: usize,
+    /// Why we shut the connections down ourselves, if we did: the
+    /// subscriber thread then sees them closed, and says this instead.
+    given_up_because: Option<String>,
     /// The two sockets, kept to shut them down from either thread.
     publisher: Option<TcpStream>,
     subscriber: Option<TcpStream>,
@@ -240,6 +252,8 @@ impl Broker {
                 epoch: 0,
                 next_seq: 0,
                 pending: BTreeMap::new(),
+                pending_bytes: 0,
+                given_up_because: None,
                 publisher: publisher.try_clone().ok(),
                 subscriber: subscriber.try_clone().ok(),
             }),
@@ -289,16 +303,23 @@ impl Broker {
         };
         let command = encode_command(&[b"PUBLISH", CHANNEL, &envelope.to_bytes()]);
         let epoch = state.epoch;
+        state.pending_bytes += envelope.payload.len();
         state.pending.insert(seq, (opcode, envelope.payload));
+        if state.pending_bytes > MAX_PENDING_BYTES {
+            // Still pending, so delivered here when the subscriber thread
+            // takes over: once, in order.
+            shut_down(&mut state, "too much is waiting for Redis: it is too slow");
+            return;
+        }
         match self.queue.try_send(Outgoing { epoch, command }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 // Redis is too slow: give it up, as it would give us up.
                 // The subscriber thread then delivers what is pending.
-                shut_down(&state, "the publish queue is full: Redis is too slow");
+                shut_down(&mut state, "the publish queue is full: Redis is too slow");
             }
             Err(TrySendError::Disconnected(_)) => {
-                shut_down(&state, "the publisher thread has ended");
+                shut_down(&mut state, "the publisher thread has ended");
             }
         }
     }
@@ -336,9 +357,9 @@ impl Broker {
                 .write_all(&commands)
                 .and_then(|()| read_replies(&mut socket, &mut replies, count, &self.limits));
             if let Err(e) = sent {
-                let state = self.state();
+                let mut state = self.state();
                 if state.epoch == epoch {
-                    shut_down(&state, &format!("publishing failed: {e}"));
+                    shut_down(&mut state, &format!("publishing failed: {e}"));
                 }
             }
         }
@@ -350,6 +371,7 @@ impl Broker {
     fn subscribe_loop(&self, mut subscriber: TcpStream, mut leftover: Vec<u8>) {
         loop {
             let why = self.listen(&mut subscriber, leftover);
+            let why = self.state().given_up_because.take().unwrap_or(why);
             let stranded = self.go_alone();
             log::warn!(
                 "redis://{} lost ({why}): this process's clients chat as a room of their own \
@@ -423,7 +445,10 @@ impl Broker {
             return;
         };
         if envelope.origin == self.origin {
-            self.state().pending.remove(&envelope.seq);
+            let mut state = self.state();
+            if let Some((_, payload)) = state.pending.remove(&envelope.seq) {
+                state.pending_bytes -= payload.len();
+            }
         }
         (self.deliver)(envelope.opcode, &envelope.payload);
     }
@@ -435,10 +460,11 @@ impl Broker {
         let mut state = self.state();
         state.shared = false;
         state.epoch += 1;
-        shut_down(&state, "");
+        shut_down(&mut state, "");
         state.publisher = None;
         state.subscriber = None;
         let pending = std::mem::take(&mut state.pending);
+        state.pending_bytes = 0;
         for (opcode, payload) in pending.values() {
             (self.deliver)(*opcode, payload);
         }
@@ -478,10 +504,11 @@ impl Broker {
 }
 
 /// Shuts both sockets down, so that whichever thread waits on them wakes
-/// up with an error; the subscriber thread then takes over.
-fn shut_down(state: &State, why: &str) {
-    if !why.is_empty() {
-        log::debug!("giving up on Redis: {why}");
+/// up with an error; the subscriber thread then takes over, and logs `why`
+/// (the first reason given).
+fn shut_down(state: &mut State, why: &str) {
+    if !why.is_empty() && state.given_up_because.is_none() {
+        state.given_up_because = Some(why.to_string());
     }
     for socket in [&state.publisher, &state.subscriber].into_iter().flatten() {
         let _ = socket.shutdown(Shutdown::Both);

@@ -40,6 +40,10 @@ fn main() -> std::process::ExitCode {
             "a_hostile_redis_is_given_up_on_not_believed",
             a_hostile_redis_is_given_up_on_not_believed,
         ),
+        (
+            "a_stalled_redis_does_not_let_memory_grow",
+            a_stalled_redis_does_not_let_memory_grow,
+        ),
     ])
 }
 
@@ -366,4 +370,30 @@ fn a_hostile_redis_is_given_up_on_not_believed() {
     send_text(&mut a, "still here");
     assert!(read_texts(&mut a, 1)[0].ends_with(": still here"));
     assert!(server.memory_kib("VmRSS") < 64 * 1024, "no huge allocation");
+}
+
+/// Redis stalled (SIGSTOP) while a client floods: what waits for Redis is
+/// bounded (`MAX_PENDING_BYTES`, 64 MiB); past it Redis is given up on,
+/// the messages are delivered here, and the server's memory stays small.
+fn a_stalled_redis_does_not_let_memory_grow() {
+    let Some(redis) = RedisProcess::start("stalled_redis", &[]) else {
+        return;
+    };
+    let server = wschat_on(&redis);
+    let mut flooder = joined(&server, 1);
+    redis.signal("STOP");
+    let message = client_frame(BINARY, &vec![b'x'; 1_000_000], true);
+    for _ in 0..150 {
+        if flooder.write_all(&message).is_err() {
+            break; // dropped as too slow to read its own flood: fine
+        }
+    }
+    assert!(server.wait_for_log("lost (too much is waiting for Redis"));
+    let rss = server.memory_kib("VmRSS");
+    assert!(rss < 160 * 1024, "{rss} KiB resident");
+    // The room goes on, alone, and returns when Redis does.
+    let mut other = raw_client(server.addr);
+    chats(&mut other, "still chatting");
+    redis.signal("CONT");
+    assert!(server.wait_for_log("shared again"));
 }

@@ -593,6 +593,15 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Sends it a signal (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-s", name, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills it at once (SIGKILL): Redis gone, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
