@@ -31,13 +31,13 @@
 //! keeps no history. That is the honest trade of a broker without storage,
 //! and chapter 14 says why it is the right one for a chat.
 
-use crate::connection::flush_queued;
+use crate::connection::{flush_queued, write_all_within};
 use crate::frame::OpCode;
 use crate::handshake::Parse;
 use crate::resp::{Limits, Value, as_message, encode_command, parse_value};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -353,8 +353,7 @@ impl Broker {
             if count == 0 {
                 continue;
             }
-            let sent = socket
-                .write_all(&commands)
+            let sent = write_all_within(&socket, &mut [IoSlice::new(&commands)], REDIS_TIMEOUT)
                 .and_then(|()| read_replies(&mut socket, &mut replies, count, &self.limits));
             if let Err(e) = sent {
                 let mut state = self.state();
@@ -629,12 +628,7 @@ fn process_id(subscriber: &TcpStream) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "{}-{}-{:x}",
-        local.replace(' ', ""),
-        std::process::id(),
-        started
-    )
+    format!("{local}-{}-{started:x}", std::process::id())
 }
 
 #[cfg(test)]

@@ -22,13 +22,14 @@ use crate::client_handshake::{
     HandshakeFailure, check_response, client_request, key_from_nonce, parse_response,
 };
 use crate::config::ClientConfig;
+use crate::connection::{wire_pieces, write_all_within};
 use crate::frame::Role;
 use crate::handshake::Parse;
 use crate::message::Message;
 use crate::random;
 use crate::session::{CLOSE_TIMEOUT, Ending, Session, Settings, State};
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -86,48 +87,22 @@ impl Link {
         if frames.is_empty() {
             return;
         }
-        let mut bytes = Vec::new();
-        for frame in &frames {
-            bytes.extend_from_slice(frame.head());
-            bytes.extend_from_slice(frame.body());
-        }
-        if let Err(e) = write_all_within(&mut self.socket, &bytes, WRITE_TIMEOUT) {
-            self.session
-                .give_up(format!("cannot send to the server: {e}"));
+        let mut pieces = wire_pieces(&frames);
+        if let Err(e) = write_all_within(&self.socket, &mut pieces, WRITE_TIMEOUT) {
+            self.session.give_up(write_failure(e));
         }
     }
 }
 
-/// Writes all of `bytes` within `limit` in all. A socket's write timeout
-/// counts per system call, and a call that sends a little starts the next
-/// wait afresh: a peer that reads a trickle could hold a plain `write_all`
-/// for ever.
-fn write_all_within(socket: &mut TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + limit;
-    let blocked = || {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "the server has not read what we sent for {} s",
-                limit.as_secs()
-            ),
-        )
-    };
-    while !bytes.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(blocked());
-        }
-        socket.set_write_timeout(Some(left))?;
-        match socket.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if is_timeout(&e) => return Err(blocked()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Why a write to the server failed, for the one line on stderr.
+fn write_failure(e: io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut => format!(
+            "the server has not read what we sent for {} s",
+            WRITE_TIMEOUT.as_secs()
+        ),
+        _ => format!("cannot send to the server: {e}"),
     }
-    Ok(())
 }
 
 fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
@@ -164,7 +139,7 @@ pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
         thread::Builder::new()
             .name("stdin".into())
             .spawn(move || send_lines(&typing))
-            .map_err(|e| ClientError::Connect(format!("cannot start the stdin thread: {e}")))?;
+            .map_err(|e| ClientError::Failed(format!("cannot start the stdin thread: {e}")))?;
     }
     let tcp_closed = receive(&mut socket, &link, leftover, config.echo);
     finish(&mut socket, &link, tcp_closed)
@@ -204,7 +179,7 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
     // §4.1: "a randomly selected 16-byte value", from the OS.
     let mut nonce = [0u8; 16];
     random::fill(&mut nonce)
-        .map_err(|e| ClientError::Connect(format!("cannot read {}: {e}", random::SOURCE)))?;
+        .map_err(|e| ClientError::Failed(format!("cannot read {}: {e}", random::SOURCE)))?;
     let key = key_from_nonce(&nonce);
     let request = client_request(
         &config.host_header(),
@@ -213,7 +188,8 @@ fn open(config: &ClientConfig) -> Result<(TcpStream, Vec<u8>), ClientError> {
         config.origin.as_deref(),
     );
     log::debug!("request {:?}", String::from_utf8_lossy(&request));
-    write_all_within(&mut socket, &request, WRITE_TIMEOUT).map_err(connect_error)?;
+    write_all_within(&socket, &mut [IoSlice::new(&request)], WRITE_TIMEOUT)
+        .map_err(|e| ClientError::Failed(write_failure(e)))?;
 
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];

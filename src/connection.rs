@@ -407,7 +407,7 @@ fn write_loop(connection: &Connection) {
 }
 
 /// The batch as the pieces of one `writev`: head, body, head, body, ...
-fn wire_pieces(batch: &[OutgoingFrame]) -> Vec<IoSlice<'_>> {
+pub fn wire_pieces(batch: &[OutgoingFrame]) -> Vec<IoSlice<'_>> {
     let mut pieces = Vec::with_capacity(2 * batch.len());
     for frame in batch {
         for piece in [frame.head(), frame.body()] {
@@ -421,37 +421,49 @@ fn wire_pieces(batch: &[OutgoingFrame]) -> Vec<IoSlice<'_>> {
 
 /// Writes `batch`, from byte `already_sent` on, within `timeout` for the
 /// whole batch. `Err` says why the client is given up on.
-///
-/// The socket's write timeout bounds one system call, and a call that makes
-/// any progress starts it again: a client reading a trickle could keep a
-/// write going for ever. So the timeout of each call is cut to what is left
-/// of the batch's deadline.
 fn write_batch(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     batch: &[OutgoingFrame],
     already_sent: usize,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
     let mut pieces = wire_pieces(batch);
     let mut pieces = &mut pieces[..];
     IoSlice::advance_slices(&mut pieces, already_sent);
+    write_all_within(stream, pieces, timeout).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut => too_slow(),
+        _ => format!("write failed: {e}"),
+    })
+}
+
+/// Writes all of `pieces` within `timeout` in all, or fails with
+/// `TimedOut`. The server's writers, the client and the Redis publisher
+/// all write this way.
+///
+/// The socket's write timeout bounds one system call, and a call that makes
+/// any progress starts it again: a peer reading a trickle could keep a
+/// plain `write_all` going for ever. So the timeout of each call is cut to
+/// what is left of the deadline.
+pub fn write_all_within(
+    mut stream: &TcpStream,
+    mut pieces: &mut [IoSlice<'_>],
+    timeout: Duration,
+) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
     while !pieces.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(too_slow());
+            return Err(io::ErrorKind::TimedOut.into());
         }
-        stream
-            .set_write_timeout(Some(left))
-            .map_err(|e| format!("write failed: {e}"))?;
+        stream.set_write_timeout(Some(left))?;
         // `writev`: all the pieces in one system call, as far as the kernel
         // takes them.
         match stream.write_vectored(pieces) {
-            Ok(0) => return Err("write failed: the socket took no bytes".into()),
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut pieces, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => return Err(too_slow()),
-            Err(e) => return Err(format!("write failed: {e}")),
+            Err(e) if is_timeout(&e) => return Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
